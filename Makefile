@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make demo   - create .venv, install tuneline, run the retrain flow on the embedded default
+#   make test   - install the dev extras too, run the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build on these machines; an unpinned torch pulls several GB of CUDA wheels.
+TORCH := torch==2.13.0
+
+.PHONY: demo test test-all bench services-up services-down clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/tuneline retrain
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+test-all: $(VENV)/.installed-dev  ## slow and GPU tests too
+	$(BIN)/python -m pytest -m ""
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/export_speed.py
+
+services-up: $(VENV)/.installed
+	PATH=$(BIN):$$PATH infra/services.sh up
+
+services-down:
+	infra/services.sh down
+
+clean:
+	rm -rf .tuneline .pytest_cache

@@ -1,0 +1,30 @@
+"""Stage: clean the text; count and keep every dropped row."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from tasks.common import TRANSIENT_RETRIES
+from tuneline import registry
+from tuneline.data import CleanResult, IngestResult, clean_dataset
+
+
+@task(name="clean", **TRANSIENT_RETRIES)
+def clean_data(ingested: IngestResult, run_id: str) -> CleanResult:
+    """Strip markup and noise, drop empty and duplicate rows, log the dropped rows to MLflow."""
+    result = clean_dataset(ingested.frame)
+    registry.log_metrics(run_id, {"rows_clean": result.rows_out, "rows_dropped": result.rows_dropped, "rows_changed_by_cleaning": result.changed})
+    if result.rows_dropped:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "dropped_rows.csv"
+            result.dropped.to_csv(path, index=False)
+            registry.log_artifact(run_id, path, "data")
+    get_run_logger().info(
+        "cleaning rewrote %d texts and dropped %d of %d rows (kept in MLflow: data/dropped_rows.csv)",
+        result.changed, result.rows_dropped, result.rows_in,
+    )
+    return result

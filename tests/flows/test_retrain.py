@@ -1,0 +1,143 @@
+"""The real retrain flow, end to end: Prefect (ephemeral), MLflow (SQLite), the real MiniLM, a few steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tuneline import gating
+from tuneline.cli import app
+from tuneline.config import PromotionConfig, load_config
+from tuneline.data import BUILTIN_SAMPLE, load_dataset
+from tuneline.errors import DataValidationError, GateError
+from tuneline.registry import CHALLENGER, CHAMPION, client, download_version, rollback
+from tuneline.training import model_fingerprint, resolve_model_source
+
+pytestmark = pytest.mark.e2e
+MODEL = "reviews-e2e"
+
+
+@pytest.fixture
+def slice_csv(tmp_path):
+    """240 rows of the shipped sample, in the user's own column names."""
+    frame = load_dataset(BUILTIN_SAMPLE, "text", "label").frame.sample(240, random_state=0)
+    path = tmp_path / "reviews.csv"
+    frame.rename(columns={"text": "review", "label": "sentiment"})[["review", "sentiment"]].to_csv(path, index=False)
+    return path
+
+
+def _config(data_path, *extra):
+    return load_config(overrides=[
+        f"data.path={data_path}", "data.text_column=review", "data.label_column=sentiment",
+        "data.labels=[negative, positive]", "train.max_steps=3", "train.logging_steps=1", "train.batch_size=16",
+        "train.max_length=64", "export.parity_rows=24", f"registry.model_name={MODEL}", *extra,
+    ])
+
+
+def test_retrain_registers_exports_and_aliases(prefect_harness, state, slice_csv):
+    from flows.retrain import retrain
+
+    summary = retrain(config=_config(slice_csv))
+
+    assert (summary.version, summary.alias) == ("1", CHAMPION)
+    champion = client().get_model_version_by_alias(MODEL, CHAMPION)
+    assert str(champion.version) == "1"
+    # The version carries its lineage.
+    expected_hash = load_dataset(str(slice_csv), "review", "sentiment").content_hash
+    assert champion.tags["data.hash"] == expected_hash
+    assert champion.tags["validation.success"] == "True"
+    assert int(champion.tags["rows.test"]) == summary.rows["test"] == 24
+    assert float(champion.tags["int8.test.accuracy"]) == pytest.approx(summary.int8_metrics["accuracy"], abs=1e-6)
+    # Both ONNX files and the safetensors model travel with the version.
+    files = download_version(MODEL, CHAMPION, state / "download")
+    for name in ("model.onnx", "model.int8.onnx", "hf_model/model.safetensors", "hf_model/tokenizer.json", "model_card.md"):
+        assert (files / name).is_file(), name
+    # Lineage: the base model's hash, the model card as description, every split's hash.
+    assert champion.tags["base_model.hash"] == model_fingerprint(resolve_model_source("builtin:minilm-l6"))
+    assert "## Metrics (held-out test split, 24 rows)" in champion.description
+    assert (files / "model_card.md").read_text() == champion.description
+    assert {"data.hash.train", "data.hash.validation", "data.hash.test"} <= set(champion.tags)
+    # Parity held and the metrics of both models are on the run, with the resolved config.
+    run = client().get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["parity_max_abs_diff"] <= 1e-4
+    for metric in ("test_accuracy", "test_macro_f1", "test_weighted_f1", "test_roc_auc", "int8_test_accuracy",
+                   "mean_train_loss", "rows_dropped"):
+        assert metric in run.data.metrics, metric
+    contexts = {t.value for d in run.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"train", "validation", "test"}
+    assert [m.step for m in client().get_metric_history(summary.run_id, "train_loss")] == [1, 2, 3]
+    assert run.data.params["train.max_steps"] == "3"
+    artifacts = {a.path for a in client().list_artifacts(summary.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/worst_examples.csv", "evaluation/sliced_metrics.csv",
+            "evaluation/side_by_side.json"} <= artifacts
+    # The registered model serves through MLflow's own loader.
+    served = mlflow.pyfunc.load_model(f"models:/{MODEL}@{CHAMPION}")
+    predictions = served.predict(pd.DataFrame({"text": ["I love it", "It broke on day one"]}))
+    assert set(predictions["label"]) <= {"negative", "positive"} and predictions["score"].between(0.5, 1).all()
+    # Scratch files are gone once everything is in MLflow.
+    assert not (state / "runs" / summary.run_id).exists()
+
+    # Same data and seed: the second model equals the first, so it is no worse and takes champion.
+    second = retrain(config=_config(slice_csv))
+    assert (second.version, second.alias) == ("2", CHAMPION)
+    v1, v2 = client().get_model_version(MODEL, "1"), client().get_model_version(MODEL, "2")
+    assert v2.tags["champion.previous"] == "1" and v2.tags["champion.reason"].startswith("gate: ")
+    assert v1.tags["champion.replaced_by"] == "2" and "champion.until" in v1.tags
+
+    # Scored on another test split, against a bar no model clears: the champion is re-scored on the
+    # candidate's rows, the candidate is held as challenger, and the reasons are on the run.
+    third = retrain(config=_config(slice_csv, "split.seed=7", "promotion.min_improvement=0.5"))
+    assert (third.version, third.alias) == ("3", CHALLENGER)
+    assert str(client().get_model_version_by_alias(MODEL, CHAMPION).version) == "2"
+    gate = Path(client().download_artifacts(third.run_id, "gate.md")).read_text()
+    assert "stays challenger (against champion 2)" in gate and "required at least +0.5000" in gate
+
+    # Rollback restores the previous champion, on the record.
+    assert rollback(MODEL, "canary errors") == ("2", "1")
+    assert str(client().get_model_version_by_alias(MODEL, CHAMPION).version) == "1"
+    assert client().get_model_version(MODEL, "2").tags["rolled_back.reason"] == "canary errors"
+
+    # A person promotes version 2 again through the gate; the challenger cannot pass it by hand.
+    assert gating.promote(MODEL, "2", PromotionConfig(), "canary fixed").alias == CHAMPION
+    with pytest.raises(GateError, match="did not pass the gate"):
+        gating.promote(MODEL, "3", PromotionConfig(min_improvement=0.5), "try")
+    listing = CliRunner().invoke(app, ["models", MODEL])
+    assert listing.exit_code == 0 and "champion" in listing.output and "challenger" in listing.output
+
+
+def test_parameters_are_the_nested_config_form():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.retrain import retrain
+
+    schema = parameter_schema(retrain).model_dump()
+    definitions = schema["definitions"]
+    assert {"DataConfig", "SplitConfig", "TrainConfig", "ExportConfig", "RegistryConfig"} <= set(definitions)
+    epochs = definitions["TrainConfig"]["properties"]["epochs"]
+    assert epochs["default"] == 1.0 and epochs["exclusiveMinimum"] == 0 and epochs["description"]
+
+
+def test_failed_validation_registers_nothing(prefect_harness, state, slice_csv):
+    from flows.retrain import retrain
+
+    frame = pd.read_csv(slice_csv)
+    frame.loc[3, "sentiment"] = "neutral"
+    frame.loc[8, "review"] = None
+    frame.to_csv(slice_csv, index=False)
+
+    with pytest.raises(DataValidationError) as caught:
+        retrain(config=_config(slice_csv))
+
+    message = str(caught.value)
+    assert "expect_column_values_to_be_in_set on column 'label'" in message and "row=3" in message
+    assert "expect_column_values_to_not_be_null on column 'text'" in message
+    assert client().search_model_versions(f"name='{MODEL}'") == []
+    runs = client().search_runs([client().get_experiment_by_name("tuneline").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "DataValidationError" in runs[0].data.tags["error"]
+    assert "mean_train_loss" not in runs[0].data.metrics  # nothing after validation ran

@@ -1,0 +1,50 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from tuneline.cli import app
+
+runner = CliRunner()
+
+
+def test_config_prints_the_resolved_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    result = runner.invoke(app, ["config", "--config", str(path), "train.learning_rate=1e-4", "data.path=reviews.csv"])
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.output)
+    assert resolved["train"]["epochs"] == 3.0
+    assert resolved["train"]["learning_rate"] == 1e-4
+    assert resolved["data"]["path"] == "reviews.csv"
+
+
+def test_bad_override_exits_1_naming_the_field():
+    result = runner.invoke(app, ["retrain", "train.epoch=1"])
+    assert result.exit_code == 1
+    assert "train.epoch" in result.output
+
+
+def test_retrain_ends_with_a_one_line_error_for_missing_data(tmp_path, state):
+    # The real executable: Prefect logs the failed task's traceback, the CLI ends with the plain reason.
+    executable = Path(sys.executable).with_name("tuneline")
+    result = subprocess.run([str(executable), "retrain", f"data.path={tmp_path / 'absent.csv'}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: data file") and "absent.csv does not exist" in errors[0], result.stderr[-3000:]
+
+
+def test_sample_writes_the_generator_output(tmp_path):
+    result = runner.invoke(app, ["sample", str(tmp_path / "s.csv"), "--rows", "50"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 51
+
+
+def test_rollback_and_models_explain_an_unknown_model(state):
+    rolled = runner.invoke(app, ["rollback", "never-registered"])
+    assert rolled.exit_code == 1 and "has no champion to roll back" in rolled.output
+    listed = runner.invoke(app, ["models", "never-registered"])
+    assert listed.exit_code == 1 and "no versions of 'never-registered'" in listed.output

@@ -1,0 +1,113 @@
+"""The `tuneline` command line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tuneline.config import load_config
+from tuneline.errors import TunelineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune, validate, register and ship transformer models.")
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with the flow's config.")]
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="section.key=value overrides, e.g. train.epochs=1")]
+
+
+@contextmanager
+def _plain_errors() -> Iterator[None]:
+    """Our own errors end the command with their message and exit code 1, not a traceback."""
+    try:
+        yield
+    except TunelineError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def retrain(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Run the retrain flow: ingest, validate, clean, split, fine-tune, evaluate, export, register, alias."""
+    with _plain_errors():
+        resolved = load_config(config, overrides or [])
+        from flows.retrain import retrain as retrain_flow  # imports Prefect: only when a flow runs
+
+        retrain_flow(config=resolved)
+
+
+@app.command("config")
+def show_config(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Print the resolved config (defaults + file + overrides) as YAML."""
+    with _plain_errors():
+        typer.echo(load_config(config, overrides or []).to_yaml(), nl=False)
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Option("--version", "-v", help="Version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "promoted by hand",
+    force: Annotated[bool, typer.Option(help="Promote even if the gate holds; the gate's reasons are recorded.")] = False,
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+) -> None:
+    """Move `champion` to a version, through the quality gate (promotion.* in the config)."""
+    with _plain_errors():
+        from tuneline.gating import promote as promote_version
+
+        policy = load_config(config, overrides or []).promotion
+        result = promote_version(name, version, policy, reason, force)
+        typer.echo(result.decision.to_markdown(f"{name} version {version}", result.champion_version))
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded on both versions.")] = "rolled back by hand",
+) -> None:
+    """Move `champion` back to the version that held it before."""
+    with _plain_errors():
+        from tuneline.registry import rollback as rollback_champion
+
+        left, restored = rollback_champion(name, reason)
+        typer.echo(f"{name}: champion moved from version {left} back to version {restored}")
+
+
+@app.command()
+def models(name: Annotated[str, typer.Argument(help="Registered model name.")]) -> None:
+    """List a model's versions with aliases, test metrics and lineage."""
+    from mlflow.exceptions import MlflowException
+    from rich.console import Console
+    from rich.table import Table
+
+    from tuneline.errors import RegistrationError
+    from tuneline.registry import list_versions
+
+    with _plain_errors():
+        try:
+            rows = list_versions(name)
+        except MlflowException:  # the registered model itself does not exist
+            rows = []
+        if not rows:
+            raise RegistrationError(f"no versions of {name!r} are registered")
+    table = Table(title=f"{name}: {len(rows)} versions")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row.values())
+    Console(width=200).print(table)
+
+
+@app.command()
+def sample(output: Annotated[Path, typer.Argument(help="Where to write the CSV.")], rows: int = 3000, seed: int = 13) -> None:
+    """Write a generated labelled review sample (the shipped one is rows=3000, seed=13)."""
+    from tuneline.sample_data import write_sample
+
+    typer.echo(write_sample(output, rows, seed))
+
+
+if __name__ == "__main__":
+    app()

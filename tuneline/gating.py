@@ -1,0 +1,108 @@
+"""Run the quality gate against the registry: candidate vs champion on the candidate's test split."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+from tuneline import registry
+from tuneline.config import PromotionConfig
+from tuneline.data import content_hash
+from tuneline.errors import GateError
+from tuneline.evaluation import classification_report
+from tuneline.promotion import Decision, ModelMetrics, decide
+
+log = logging.getLogger(__name__)
+
+TEST_SPLIT_ARTIFACT = "data/test.csv"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    decision: Decision
+    alias: str  # what the candidate holds now: champion or challenger
+    champion_version: str | None  # the champion it was compared with
+    champion_metrics: ModelMetrics | None
+
+
+def metrics_from_tags(tags: dict[str, str]) -> ModelMetrics | None:
+    """The test metrics a version was registered with (None for versions registered without them)."""
+    try:
+        return ModelMetrics(
+            accuracy=float(tags["test.accuracy"]),
+            macro_f1=float(tags["test.macro_f1"]),
+            int8_accuracy=float(tags["int8.test.accuracy"]) if "int8.test.accuracy" in tags else None,
+            test_hash=tags.get("data.hash.test"),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def champion_on(model_name: str, test: pd.DataFrame, max_length: int, batch_size: int,
+                candidate_version: str) -> tuple[str, ModelMetrics] | None:
+    """The champion's metrics on this test split: recorded ones if it was scored on the same rows, else re-evaluated.
+
+    None when there is no champion (or the candidate already is it).
+    """
+    from tuneline.training import predict_proba
+
+    champion = registry.version_by_alias(model_name, registry.CHAMPION)
+    if champion is None or str(champion.version) == str(candidate_version):
+        return None
+    version, test_hash = str(champion.version), content_hash(test)
+    recorded = metrics_from_tags(champion.tags)
+    if recorded is not None and recorded.test_hash == test_hash:
+        return version, recorded
+    log.info("champion version %s was tested on other rows; re-evaluating it on %d candidate test rows", version, len(test))
+    files = registry.download_version(model_name, version)
+    id2label = json.loads((files / "hf_model" / "config.json").read_text()).get("id2label") or {}
+    labels = tuple(id2label[str(i)] for i in range(len(id2label)))
+    unknown = sorted(set(test["label"]) - set(labels))
+    if unknown:
+        raise GateError(f"champion version {version} cannot score labels {unknown}: its labels are {list(labels)}")
+    probabilities = predict_proba(files / "hf_model", list(test["text"]), max_length, batch_size)
+    report = classification_report(list(test["label"]), probabilities, labels)
+    return version, ModelMetrics(report.accuracy, report.macro_f1, recorded.int8_accuracy if recorded else None, test_hash)
+
+
+def run_gate(model_name: str, version: str, candidate: ModelMetrics, test: pd.DataFrame, policy: PromotionConfig,
+             max_length: int, batch_size: int) -> GateResult:
+    """Decide, then move the alias: `champion` on promote, `challenger` on hold. The reasons go on the version."""
+    try:
+        found = champion_on(model_name, test, max_length, batch_size, version)
+    except GateError as exc:
+        decision, found = Decision(promote=False, reasons=(f"cannot compare with the champion: {exc}",)), None
+    else:
+        decision = decide(candidate, found[1] if found else None, policy)
+    alias = registry.CHAMPION if decision.promote else registry.CHALLENGER
+    registry.move_alias(model_name, alias, version, reason="gate: " + "; ".join(decision.reasons))
+    return GateResult(decision, alias, found[0] if found else None, found[1] if found else None)
+
+
+def promote(model_name: str, version: str, policy: PromotionConfig, reason: str, force: bool = False) -> GateResult:
+    """Promote a registered version by hand, through the same gate; `force` overrides a hold, on the record.
+
+    The champion is compared on the candidate's own test split (logged with its run).
+    """
+    mlflow_client = registry.client()
+    target = mlflow_client.get_model_version(model_name, str(version))
+    candidate = metrics_from_tags(target.tags)
+    if candidate is None:
+        raise GateError(f"{model_name} version {version} carries no test metrics; it was not registered by tuneline")
+    run = mlflow_client.get_run(target.run_id)
+    max_length = int(run.data.params.get("train.max_length", 128))
+    batch_size = int(run.data.params.get("train.eval_batch_size", 64))
+    test = pd.read_csv(mlflow_client.download_artifacts(target.run_id, TEST_SPLIT_ARTIFACT), dtype=str, keep_default_na=False)
+    found = champion_on(model_name, test, max_length, batch_size, str(version))
+    decision = decide(candidate, found[1] if found else None, policy)
+    if not decision.promote and not force:
+        raise GateError(
+            f"{model_name} version {version} did not pass the gate:\n  - " + "\n  - ".join(decision.reasons)
+            + "\nUse --force to promote anyway (recorded on the version)."
+        )
+    note = reason + ("" if decision.promote else " (forced past the gate: " + "; ".join(decision.reasons) + ")")
+    registry.move_alias(model_name, registry.CHAMPION, str(version), reason=note)
+    return GateResult(decision, registry.CHAMPION, found[0] if found else None, found[1] if found else None)
