@@ -22,9 +22,10 @@ from tasks.register import register_version
 from tasks.report import publish_summary
 from tasks.split import split_data
 from tasks.tracking import finish_tracking, start_tracking
-from tasks.train import fine_tune_model
+from tasks.train import cross_validate_model, fine_tune_model
 from tasks.validate import validate_data
 from tuneline.config import RetrainConfig
+from tuneline.errors import ConfigError
 from tuneline.settings import state_dir, tracking_uri
 from tuneline.summary import RetrainSummary
 
@@ -32,6 +33,11 @@ from tuneline.summary import RetrainSummary
 @flow(name="retrain", log_prints=True)
 def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
     """Ingest, validate, clean, split, fine-tune, evaluate, export, register, then gate against the champion."""
+    if config.task != "classification":
+        # The engine trains every task (tuneline.training.fine_tune, tuneline.generation); the evaluate, export
+        # and gate stages of this flow score classifiers only until export for the other tasks lands (issue 4).
+        raise ConfigError(f"task {config.task}: the retrain flow runs task classification so far; "
+                          "train other tasks with tuneline.training.fine_tune")
     run_id = start_tracking(config, run_name=flow_run.get_name() or "retrain")
     work_dir = state_dir() / "runs" / run_id
     try:
@@ -39,7 +45,9 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
         validation = validate_data(ingested, config.data, run_id)
         cleaned = clean_data(ingested, run_id)
         splits = split_data(cleaned, config.data, config.split, ingested.source, run_id)
-        trained = fine_tune_model(splits, config.train, work_dir, run_id)
+        if config.train.cv_folds:
+            cross_validate_model(splits, config.train, config.task, work_dir, run_id)
+        trained = fine_tune_model(splits, config.train, config.task, work_dir, run_id)
         torch_report = evaluate_model(
             trained, splits, config.evaluation, config.train.max_length, config.train.eval_batch_size, work_dir, run_id
         )

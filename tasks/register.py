@@ -35,6 +35,9 @@ def register_version(
         "code_version": registry.code_version(),
         "base_model": trained.base_model,
         "base_model.hash": trained.base_model_hash,
+        "train.method": trained.method,
+        "params.trainable": trained.trainable_params,
+        "params.total": trained.total_params,
         "labels": ",".join(splits.labels),
         "test.accuracy": f"{torch_report.accuracy:.6f}",
         "test.macro_f1": f"{torch_report.macro_f1:.6f}",
@@ -50,7 +53,8 @@ def register_version(
         rows={"raw": ingested.rows, "dropped": cleaned.rows_dropped, **sizes},
         validation_suite=validation.suite, validation_success=validation.success, torch_report=torch_report,
         int8_report=int8_report, code_version=tags["code_version"], device=trained.device, steps=trained.steps,
-        max_length=config.train.max_length,
+        max_length=config.train.max_length, method=trained.method, trainable_params=trained.trainable_params,
+        total_params=trained.total_params,
     )
     registry.client().log_text(run_id, card, "model_card.md")
     return registry.register_model(

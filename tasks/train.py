@@ -1,34 +1,62 @@
-"""Stage: fine-tune the base model."""
+"""Stage: fine-tune the base model (and, when configured, cross-validate first)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import create_table_artifact
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
 from tuneline.config import TrainConfig
 from tuneline.data import SplitResult
-from tuneline.training import TrainResult, fine_tune
+from tuneline.training import TrainResult, cross_validate, fine_tune, plot_curves
 
 # Trainer log keys -> the metric names the MLflow run shows.
-_METRIC_NAMES = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm",
-                 "eval_loss": "validation_loss", "eval_accuracy": "validation_accuracy"}
+_METRIC_NAMES = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
 
 
-@task(name="fine-tune", **TRANSIENT_RETRIES)
-def fine_tune_model(splits: SplitResult, config: TrainConfig, work_dir: Path, run_id: str) -> TrainResult:
-    """Fine-tune on the train split, streaming the loss curve to the MLflow run."""
-
+def _forward_to(run_id: str, prefix: str = ""):
     def forward(logs: dict[str, float], step: int) -> None:
-        metrics = {_METRIC_NAMES[k]: v for k, v in logs.items() if k in _METRIC_NAMES}
+        metrics = {prefix + _METRIC_NAMES[k]: v for k, v in logs.items() if k in _METRIC_NAMES}
+        metrics |= {f"{prefix}validation_{k[5:]}": v for k, v in logs.items()
+                    if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
         if metrics:
             registry.log_metrics(run_id, metrics, step=step)
 
-    result = fine_tune(splits, config, work_dir, on_log=forward)
-    registry.log_metrics(run_id, {"train_seconds": result.seconds, "train_steps": result.steps,
-                                  "mean_train_loss": result.train_loss,
-                                  "final_validation_accuracy": result.validation_accuracy})
-    registry.set_tags(run_id, {"device": result.device, "base_model_source": result.base_model_source})
+    return forward
+
+
+@task(name="fine-tune", **TRANSIENT_RETRIES)
+def fine_tune_model(splits: SplitResult, config: TrainConfig, task_type: str, work_dir: Path, run_id: str) -> TrainResult:
+    """Fine-tune on the train split, streaming loss, learning rate and validation metrics to the MLflow run.
+
+    A retry resumes from the run's latest checkpoint (see train.save_steps).
+    """
+    result = fine_tune(splits, config, work_dir, on_log=_forward_to(run_id), task=task_type)
+    registry.log_metrics(run_id, {
+        "train_seconds": result.seconds, "train_steps": result.steps, "mean_train_loss": result.train_loss,
+        "params_trainable": result.trainable_params, "params_total": result.total_params,
+        "params_trainable_share": result.trainable_params / max(1, result.total_params),
+        **{f"final_validation_{k}": v for k, v in result.validation_metrics.items()},
+    })
+    registry.set_tags(run_id, {"device": result.device, "precision": result.precision, "method": result.method,
+                               "base_model_source": result.base_model_source,
+                               "resumed_from_step": result.resumed_from_step or "", "stopped_early": result.stopped_early})
+    registry.log_artifact(run_id, plot_curves(result.history, work_dir / "training_curves.png"), "training")
     return result
+
+
+@task(name="cross-validate", **TRANSIENT_RETRIES)
+def cross_validate_model(splits: SplitResult, config: TrainConfig, task_type: str, work_dir: Path, run_id: str) -> dict:
+    """k-fold cross-validation on train + validation: the spread says how much one split's number can be trusted."""
+    outcome = cross_validate(splits, config, work_dir / "cv", task_type, config.cv_folds)
+    metric = outcome.metric
+    registry.log_metrics(run_id, {f"cv_{metric}_mean": outcome.mean, f"cv_{metric}_std": outcome.std})
+    for fold, value in enumerate(outcome.folds):
+        registry.log_metrics(run_id, {f"cv_{metric}": value}, step=fold)
+    rows = [{"fold": i + 1, metric: round(v, 4)} for i, v in enumerate(outcome.folds)]
+    rows.append({"fold": "mean ± std", metric: f"{outcome.mean:.4f} ± {outcome.std:.4f}"})
+    create_table_artifact(rows, key="cross-validation", description=f"{len(outcome.folds)}-fold validation {metric}")
+    return {"metric": metric, "mean": outcome.mean, "std": outcome.std, "folds": list(outcome.folds)}

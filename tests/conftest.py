@@ -80,3 +80,62 @@ def tiny_bert(tmp_path_factory) -> Path:
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """`tiny_model("t5" | "gpt2" | "llama")`: a 2-layer model of that architecture with random weights and
+    MiniLM's real tokenizer, saved like a Hub checkpoint (no download: only MiniLM's weights exist offline)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("builtin:minilm-l6"))
+    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.sep_token_id,
+           "bos_token_id": tokenizer.cls_token_id}
+    builders = {
+        "t5": lambda: T5ForConditionalGeneration(T5Config(
+            vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+            decoder_start_token_id=tokenizer.pad_token_id, **ids)),
+        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(
+            vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=256, **ids)),
+        "llama": lambda: LlamaForCausalLM(LlamaConfig(
+            vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, **ids)),
+    }
+    built: dict[str, Path] = {}
+
+    def make(architecture: str) -> Path:
+        if architecture not in built:
+            import torch
+
+            torch.manual_seed(0)
+            folder = tmp_path_factory.mktemp(f"tiny-{architecture}")
+            builders[architecture]().save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            built[architecture] = folder
+        return built[architecture]
+
+    return make
+
+
+def make_pairs(n: int = 40) -> pd.DataFrame:
+    """Source/target text pairs for seq2seq and causal_lm tests: `label` holds the target."""
+    words = ["red", "blue", "green", "small", "large", "old", "new", "fast"]
+    return pd.DataFrame([{"text": f"describe item {i} that is {words[i % 8]} and {words[(i + 3) % 8]}",
+                          "label": f"{words[i % 8]} {words[(i + 3) % 8]} item"} for i in range(n)])
+
+
+@pytest.fixture
+def pair_splits() -> SplitResult:
+    frame = make_pairs()
+    return SplitResult(train=frame[:28].reset_index(drop=True), validation=frame[28:34].reset_index(drop=True),
+                       test=frame[34:].reset_index(drop=True), labels=())
+
+
+@pytest.fixture
+def scored_splits() -> SplitResult:
+    """Regression: a score per text (the count of 'good' words, noisy)."""
+    rows = [{"text": " ".join(["good"] * (i % 5) + ["fine"] * (4 - i % 5) + [f"row {i}"]), "label": str(i % 5 + 0.1 * (i % 3))}
+            for i in range(40)]
+    frame = pd.DataFrame(rows)
+    return SplitResult(train=frame[:28].reset_index(drop=True), validation=frame[28:34].reset_index(drop=True),
+                       test=frame[34:].reset_index(drop=True), labels=())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -102,11 +102,20 @@ def models(name: Annotated[str, typer.Argument(help="Registered model name.")]) 
 
 
 @app.command()
-def sample(output: Annotated[Path, typer.Argument(help="Where to write the CSV.")], rows: int = 3000, seed: int = 13) -> None:
-    """Write a generated labelled review sample (the shipped one is rows=3000, seed=13)."""
-    from tuneline.sample_data import write_sample
+def sample(
+    output: Annotated[Path, typer.Argument(help="Where to write the CSV.")],
+    kind: Annotated[Literal["reviews", "seq2seq"], typer.Option(
+        help="reviews: text,label,domain (classification); seq2seq: text,target,topic (generation).")] = "reviews",
+    rows: Annotated[Optional[int], typer.Option(help="Rows to write (default: 3000 for reviews, 2000 for seq2seq).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 13 for reviews, 17 for seq2seq).")] = None,
+) -> None:
+    """Write a generated sample; the defaults give exactly the shipped builtin:sample-reviews / builtin:sample-seq2seq."""
+    from tuneline.sample_data import write_sample, write_seq2seq_sample
 
-    typer.echo(write_sample(output, rows, seed))
+    write = write_sample if kind == "reviews" else write_seq2seq_sample
+    # Unset options fall through to the writer's own defaults: those of the shipped sample of that kind.
+    given = {name: value for name, value in (("n_rows", rows), ("seed", seed)) if value is not None}
+    typer.echo(write(output, **given))
 
 
 if __name__ == "__main__":

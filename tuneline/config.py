@@ -67,23 +67,138 @@ class SplitConfig(_Section):
         return self
 
 
+Task = Literal["classification", "regression", "seq2seq", "causal_lm"]
+Method = Literal["full", "lora", "qlora", "prefix_tuning", "prompt_tuning", "ia3"]
+PEFT_METHODS = ("lora", "qlora", "prefix_tuning", "prompt_tuning", "ia3")
+PROMPT_METHODS = ("prefix_tuning", "prompt_tuning")  # virtual tokens: nothing to merge into the base
+
+# Validation metrics each task's Trainer reports; `loss` for every task.
+VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("loss", "accuracy", "macro_f1"),
+    "regression": ("loss", "mse", "mae", "r2"),
+    "seq2seq": ("loss",),
+    "causal_lm": ("loss",),
+}
+LOWER_IS_BETTER = frozenset({"loss", "mse", "mae"})
+
+
+class LoraSettings(_Section):
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None,
+        description="Module names to adapt; empty: peft's default for the architecture (e.g. query/value for BERT, "
+        "q_proj/v_proj for Llama, c_attn for GPT-2); `all-linear`: every linear layer but the output head.",
+    )
+
+
+class PromptSettings(_Section):
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Trained virtual tokens (prefix and prompt tuning).")
+    init_text: str | None = Field(
+        None, description="Prompt tuning only: initialise the virtual tokens from this text instead of at random."
+    )
+
+
 class TrainConfig(_Section):
     base_model: str = Field(
         "builtin:minilm-l6",
         description="`builtin:minilm-l6` (shipped, offline), a local folder, or a Hugging Face model id.",
     )
-    method: Literal["full"] = Field("full", description="Fine-tuning method.")
+    method: Method = Field(
+        "full",
+        description="`full` trains every weight; `lora`, `qlora` (4-bit NF4 base, CUDA only), `prefix_tuning`, "
+        "`prompt_tuning` and `ia3` train a small peft adapter and freeze the base.",
+    )
+    lora: LoraSettings = Field(LoraSettings(), description="LoRA / QLoRA settings.")
+    prompt: PromptSettings = Field(PromptSettings(), description="Prefix / prompt tuning settings.")
+    modules_to_save: list[str] | None = Field(
+        None,
+        description="With a peft method: base modules trained in full besides the adapter. Empty: peft's choice "
+        "(the new classification head for classification and regression).",
+    )
     epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
     batch_size: int = Field(32, ge=1, le=4096, description="Training batch size per device.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
     eval_batch_size: int = Field(64, ge=1, le=4096, description="Batch size for evaluation and export checks.")
-    learning_rate: float = Field(5e-5, gt=0, lt=1, description="Peak learning rate (AdamW).")
-    weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW, or SGD with momentum.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    learning_rate: float = Field(5e-5, gt=0, lt=10, description="Peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, lt=1, description="Weight decay (not on biases and norms).")
+    lr_scheduler: Literal["constant", "linear", "cosine", "step", "exponential"] = Field(
+        "linear", description="Learning-rate schedule after warm-up."
+    )
+    lr_gamma: float = Field(
+        0.5, gt=0, le=1,
+        description="`step`: factor applied every lr_step_size steps; `exponential`: the last step's share of the peak.",
+    )
+    lr_step_size: int = Field(100, ge=1, description="`step` schedule: optimizer steps between decays.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this; empty: no clipping.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Override the model's hidden and attention dropout; empty: the model's own."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="`auto`: bf16 on CUDA when supported, fp16 on older CUDA, fp32 on CPU."
+    )
     max_length: int = Field(128, ge=8, le=8192, description="Tokens kept per text; longer texts are truncated.")
-    seed: int = Field(42, description="Seed of initialisation, shuffling and dropout.")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate on the validation split every N steps; empty: each epoch.")
+    save_steps: int | None = Field(
+        None, ge=1, description="Checkpoint every N steps; empty: at each evaluation. Needed to resume a long run."
+    )
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept: the best one by best_metric and the latest.")
+    best_metric: str = Field(
+        "loss",
+        description="Validation metric that picks the best checkpoint and drives early stopping: loss; "
+        "accuracy or macro_f1 (classification); mse, mae or r2 (regression).",
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement of best_metric; empty: never."
+    )
+    resume: bool = Field(True, description="Continue from the latest checkpoint of this run when one exists (retries).")
+    cv_folds: int | None = Field(
+        None, ge=2, le=20, description="Also run k-fold cross-validation on train+validation and report mean and spread."
+    )
+    seed: int = Field(42, description="Seed of initialisation, data order and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` uses CUDA when present.")
     logging_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.device == "cpu" and self.method == "qlora":
+            raise ValueError("method qlora needs CUDA (bitsandbytes 4-bit kernels); use lora on CPU")
+        if self.device == "cpu" and self.precision in ("bf16", "fp16"):
+            raise ValueError(f"precision {self.precision} needs CUDA; use fp32 or auto on CPU")
+        if self.method == "qlora" and self.precision == "fp32":
+            raise ValueError("qlora computes in bf16 or fp16; set precision to auto, bf16 or fp16")
+        if (self.early_stopping_patience and self.save_steps and self.eval_steps
+                and self.save_steps % self.eval_steps):
+            raise ValueError(f"save_steps {self.save_steps} must be a multiple of eval_steps {self.eval_steps} with "
+                             "early stopping: the best checkpoint is chosen at evaluations")
+        if self.prompt.init_text is not None and self.method != "prompt_tuning":
+            raise ValueError("prompt.init_text applies to method prompt_tuning only")
+        return self
+
+
+class GenerationConfig(_Section):
+    """Decoding settings for seq2seq and causal_lm evaluation (and, later, serving)."""
+
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="Tokens generated at most per input.")
+    do_sample: bool = Field(False, description="Sample instead of greedy / beam search.")
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature.")
+    top_k: int = Field(50, ge=0, description="Sample from the k most likely tokens (0: no limit).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: smallest token set with this probability.")
+    repetition_penalty: float = Field(1.0, gt=0, le=10, description="Penalty on repeated tokens (1: none).")
+    num_beams: int = Field(1, ge=1, le=32, description="Beam search width (1: greedy or sampling).")
+    stop_sequences: list[str] = Field([], description="Cut the output at the first of these strings.")
+
+    @model_validator(mode="after")
+    def _beams_or_sampling(self) -> GenerationConfig:
+        if self.do_sample and self.num_beams > 1:
+            raise ValueError("choose sampling (do_sample) or beam search (num_beams > 1), not both")
+        return self
 
 
 class EvaluationConfig(_Section):
@@ -112,19 +227,37 @@ class RegistryConfig(_Section):
     model_name: str = Field("tuneline-classifier", min_length=1, description="Registered model name in MLflow.")
 
 
+GateMetric = Literal["accuracy", "macro_f1", "mse", "mae", "r2", "bleu", "rouge1", "rouge2", "rougeL"]
+TEST_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "macro_f1"),
+    "regression": ("mse", "mae", "r2"),
+    "seq2seq": ("bleu", "rouge1", "rouge2", "rougeL"),
+    "causal_lm": ("bleu", "rouge1", "rouge2", "rougeL"),
+}
+# The gate each task gets unless the config names one: primary, guarded metrics, their allowed drop.
+DEFAULT_GATE = {"classification": ("accuracy", ["macro_f1"], 0.01), "regression": ("mse", ["r2"], 0.01),
+                "seq2seq": ("rougeL", ["bleu"], 1.0), "causal_lm": ("rougeL", ["bleu"], 1.0)}
+DEFAULT_SUITE = {"classification": "text_classification", "regression": "text_regression",
+                 "seq2seq": "text_generation", "causal_lm": "text_generation"}
+
+
 class PromotionConfig(_Section):
     """The quality gate a candidate must pass to take the `champion` alias."""
 
-    primary_metric: Literal["accuracy", "macro_f1"] = Field(
-        "accuracy", description="Test metric (PyTorch model) the candidate must not be worse on."
+    primary_metric: GateMetric = Field(
+        "accuracy",
+        description="Test metric (PyTorch model) the candidate must not be worse on. Defaults per task: accuracy "
+        "(classification), mse (regression), rougeL (seq2seq, causal_lm).",
     )
     min_improvement: float = Field(
         0.0, ge=-1, le=1, description="Required gain over the champion on the primary metric (0.01 = one point)."
     )
-    guarded_metrics: list[Literal["accuracy", "macro_f1"]] = Field(
-        ["macro_f1"], description="Metrics that may not drop by more than max_guarded_drop."
+    guarded_metrics: list[GateMetric] = Field(
+        ["macro_f1"], description="Metrics that may not get worse by more than max_guarded_drop."
     )
-    max_guarded_drop: float = Field(0.01, ge=0, le=1, description="Largest allowed drop on any guarded metric.")
+    max_guarded_drop: float = Field(
+        0.01, ge=0, description="Largest allowed loss on any guarded metric, in its own unit (BLEU is 0-100)."
+    )
     max_int8_accuracy_drop: float = Field(
         0.01, ge=0, le=1, description="Largest allowed accuracy loss of the INT8 ONNX model vs the PyTorch model."
     )
@@ -133,13 +266,56 @@ class PromotionConfig(_Section):
 class RetrainConfig(_Section):
     """Everything one `retrain` run needs; each section belongs to one stage."""
 
+    task: Task = Field(
+        "classification",
+        description="classification, regression (a number per text), seq2seq (text to text, encoder-decoder) "
+        "or causal_lm (prompt to response, decoder-only). For generation tasks data.label_column holds the target.",
+    )
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
+    generation: GenerationConfig = GenerationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     export: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()
     promotion: PromotionConfig = PromotionConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw: Any) -> Any:
+        """Defaults that only make sense for classification follow the task, unless the user set them."""
+        if not isinstance(raw, dict) or raw.get("task", "classification") not in DEFAULT_GATE:
+            return raw  # not a mapping, or an unknown task that field validation reports
+
+        def given(section: str) -> dict[str, Any]:
+            value = raw.get(section) or {}
+            return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else dict(value)
+
+        primary, guarded, drop = DEFAULT_GATE[raw.get("task", "classification")]
+        promotion, data = given("promotion"), given("data")
+        if "primary_metric" not in promotion and "guarded_metrics" not in promotion:
+            promotion = {"primary_metric": primary, "guarded_metrics": guarded, "max_guarded_drop": drop} | promotion
+        data.setdefault("expectation_suite", DEFAULT_SUITE[raw.get("task", "classification")])
+        return raw | {"promotion": promotion, "data": data}
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> RetrainConfig:
+        task, train, promotion = self.task, self.train, self.promotion
+        if train.best_metric not in VALIDATION_METRICS[task]:
+            raise ValueError(f"train.best_metric {train.best_metric!r} is not reported for task {task}; "
+                             f"choose one of {list(VALIDATION_METRICS[task])}")
+        for metric in [promotion.primary_metric, *promotion.guarded_metrics]:
+            if metric not in TEST_METRICS[task]:
+                raise ValueError(f"promotion metric {metric!r} is not measured for task {task}; "
+                                 f"choose from {list(TEST_METRICS[task])}")
+        if train.method in PEFT_METHODS and train.modules_to_save == [] and task in ("classification", "regression"):
+            raise ValueError(f"method {train.method} freezes the base model and modules_to_save is empty, so the "
+                             "newly initialised classification head would never be trained; leave modules_to_save "
+                             "empty (unset) or name the head (e.g. [classifier])")
+        if train.method in PROMPT_METHODS and task == "seq2seq" and train.base_model.startswith("builtin:"):
+            raise ValueError(f"method {train.method} cannot adapt a BERT-to-BERT encoder-decoder built from "
+                             f"{train.base_model}; use full, lora or ia3, or a native seq2seq model such as T5")
+        return self
 
     def to_yaml(self) -> str:
         """The resolved config as YAML, loadable by `load_config`."""
@@ -148,9 +324,15 @@ class RetrainConfig(_Section):
     def flat(self) -> dict[str, Any]:
         """`{"train.epochs": 1.0, ...}`: the form MLflow params take."""
         out: dict[str, Any] = {}
-        for section, values in self.model_dump(mode="json").items():
-            for key, value in values.items():
-                out[f"{section}.{key}"] = value
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, inner)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
         return out
 
 
@@ -214,6 +396,8 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
         return RetrainConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            ("{}: ".format(".".join(str(p) for p in err["loc"])) if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid config ({source}): {problems}") from None

@@ -20,6 +20,7 @@ import pandas as pd
 from tuneline.errors import DataLoadError, SplitError
 
 BUILTIN_SAMPLE = "builtin:sample-reviews"
+BUILTIN_SEQ2SEQ_SAMPLE = "builtin:sample-seq2seq"
 CANONICAL_COLUMNS = ("row", "text", "label")
 
 
@@ -65,13 +66,14 @@ class SplitResult:
 
 
 def resolve_data_path(path: str) -> Path:
-    """Map `builtin:sample-reviews` to the shipped CSV; anything else is a path."""
-    if path == BUILTIN_SAMPLE:
-        from tuneline.sample_data import SAMPLE_PATH
-
-        return SAMPLE_PATH
+    """Map `builtin:sample-reviews` and `builtin:sample-seq2seq` to the shipped CSVs; anything else is a path."""
     if path.startswith("builtin:"):
-        raise DataLoadError(f"unknown built-in dataset {path!r}; the only one is {BUILTIN_SAMPLE!r}")
+        from tuneline.sample_data import SAMPLE_PATH, SEQ2SEQ_SAMPLE_PATH
+
+        shipped = {BUILTIN_SAMPLE: SAMPLE_PATH, BUILTIN_SEQ2SEQ_SAMPLE: SEQ2SEQ_SAMPLE_PATH}
+        if path not in shipped:
+            raise DataLoadError(f"unknown built-in dataset {path!r}; the built-in ones are {', '.join(map(repr, shipped))}")
+        return shipped[path]
     return Path(path).expanduser()
 
 

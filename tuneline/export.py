@@ -39,11 +39,14 @@ class ExportResult:
 
 def _load_for_export(model_dir: Path):
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from tuneline.modeling import load_trained
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # Eager attention traces to plain MatMul/Softmax, which every ORT build and the quantizer handle.
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    # LoRA / IA3 are merged already; a prompt or prefix adapter is applied here and traced into the graph.
+    model = load_trained(model_dir, attn_implementation="eager")
 
     class Logits(torch.nn.Module):
         """Positional inputs in, logits out: the graph signature serving relies on."""

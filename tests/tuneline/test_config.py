@@ -61,4 +61,38 @@ def test_missing_file_is_named(tmp_path):
 def test_flat_params_cover_every_field():
     flat = RetrainConfig().flat()
     assert flat["train.base_model"] == "builtin:minilm-l6"
-    assert len(flat) == sum(len(section) for section in RetrainConfig().model_dump().values())
+    assert flat["task"] == "classification" and flat["train.lora.r"] == 8  # nested settings flatten too
+
+    def leaves(value):
+        return sum(leaves(v) for v in value.values()) if isinstance(value, dict) else 1
+
+    assert len(flat) == leaves(RetrainConfig().model_dump())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.method=qlora", "train.device=cpu"], "qlora needs CUDA"),
+    (["train.precision=fp16", "train.device=cpu"], "precision fp16 needs CUDA"),
+    (["train.method=prompt_tuning", "train.modules_to_save=[]"], "head would never be trained"),
+    (["task=regression", "train.best_metric=accuracy"], "not reported for task regression"),
+    (["task=seq2seq", "promotion.primary_metric=accuracy"], "not measured for task seq2seq"),
+    (["task=seq2seq", "train.method=prefix_tuning"], "cannot adapt a BERT-to-BERT"),
+    (["generation.do_sample=true", "generation.num_beams=4"], "not both"),
+])
+def test_contradictory_configs_fail_at_load_time(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=overrides)
+
+
+def test_the_gate_and_suite_follow_the_task_unless_set():
+    seq2seq = load_config(overrides=["task=seq2seq"])
+    assert (seq2seq.promotion.primary_metric, seq2seq.promotion.guarded_metrics) == ("rougeL", ["bleu"])
+    assert seq2seq.promotion.max_guarded_drop == 1.0 and seq2seq.data.expectation_suite == "text_generation"
+    chosen = load_config(overrides=["task=seq2seq", "promotion.primary_metric=bleu", "promotion.guarded_metrics=[]"])
+    assert chosen.promotion.primary_metric == "bleu" and chosen.promotion.guarded_metrics == []
+
+
+
+def test_a_resolved_generation_config_round_trips(tmp_path):
+    config = load_config(overrides=["task=causal_lm", "train.method=lora", "train.lora.target_modules=all-linear"])
+    (tmp_path / "resolved.yaml").write_text(config.to_yaml())
+    assert load_config(tmp_path / "resolved.yaml") == config  # what a run logs is what a re-run loads
