@@ -14,9 +14,10 @@
      Timed: the wall clock between the Trainer's log line at step --warmup and the one at the last step (the
      logging interval divides both, so both paths log at those steps; the clock synchronises CUDA first), i.e.
      --steps steady-state optimizer steps; loading, tokenizing, fine_tune's final evaluation and saving are
-     outside it. The bare script takes the Trainer's defaults for everything fine_tune does not set; a second
-     bare row uses fine_tune's optimizer (adamw_torch) instead of the default, to show what the optimizer alone
-     accounts for. MFU = 6 x non-embedding parameters x tokens / seconds / --peak-flops (attention-score FLOPs,
+     outside it. The bare script takes the Trainer's defaults for everything fine_tune does not set (its
+     default optimizer is adamw_torch_fused with torch >= 2.8); a second bare row uses the unfused
+     adamw_torch instead, to show what the optimizer alone accounts for. The optimizer each row used is
+     printed (fine_tune's is read from its own TrainingArguments). MFU = 6 x non-embedding parameters x tokens / seconds / --peak-flops (attention-score FLOPs,
      about 3% at 128 tokens, are left out, as usual for this estimate).
   b. LoRA (tuneline defaults: r 8, alpha 16, query/value) vs full fine-tuning of the BERT-base-sized model through
      fine_tune: peak GPU memory (torch.cuda.max_memory_allocated, reset before each run, read at the last training
