@@ -25,7 +25,7 @@ class DataConfig(_Section):
     path: str = Field(
         "builtin:sample-reviews",
         description="CSV, TSV, JSONL or Parquet file, a folder saved by `datasets`, "
-        "or `builtin:sample-reviews` (the shipped sample).",
+        "`builtin:sample-reviews` (the shipped classification sample) or `builtin:sample-seq2seq` (text to summary).",
     )
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "datasets"] = Field(
         "auto", description="File format; `auto` picks it from the extension."

@@ -288,7 +288,7 @@ def generate_reviews(n_rows: int = 3000, seed: int = 13, label_noise: float = 0.
     return frame
 
 
-# ---- seq2seq: customer-support message -> "intent: item, detail" ----------------
+# The seq2seq sample: a customer-support message -> "intent: item, detail".
 
 COLOURS = _opts("black|white|grey|blue|red|green|silver|yellow|pink|brown|purple|orange|gold")
 # Only devices can stop working or be repaired; any product can arrive broken or late.
@@ -486,10 +486,16 @@ def _support_message(rng: random.Random, topic: str) -> tuple[str, str]:
     fields = dict(when=rng.choice(WHEN), dur=rng.choice(DURATION), name=rng.choice(NAMES),
                   street=f"{street} {rng.choice(ROAD)}", old_street=f"{old_street} {rng.choice(ROAD)}",
                   other=other, other_a=_article(other), other_the=f"the {other}")
-    item = rng.choice(ITEM_FORMS).format(c=colour, p=product).replace("a orange", "an orange")
-
     clause = rng.choice(clauses)
-    if spec.get("item", True) and rng.random() < 0.35:
+    use_intro = spec.get("item", True) and rng.random() < 0.35
+    forms = ITEM_FORMS
+    if topic == "question":  # asked before buying: not "my lamp" or "the lamp i ordered"
+        forms = tuple(f for f in forms if not f.startswith("my ") and "i ordered" not in f)
+    elif use_intro or "ordered {item}" in clause:  # not "i ordered the lamp i ordered"
+        forms = tuple(f for f in forms if "i ordered" not in f)
+    item = re.sub(r"^a (?=[aeiou])", "an ", rng.choice(forms).format(c=colour, p=product))
+
+    if use_intro:
         # Name the item in an intro, then refer to it as "it".
         intros = {"delivery": INTRO, "question": INTRO_QUESTION}.get(topic, INTRO + INTRO_TIMED)
         core = [rng.choice(intros).format(item=item, **fields), clause.format(item="it", **fields)]
@@ -500,8 +506,8 @@ def _support_message(rng: random.Random, topic: str) -> tuple[str, str]:
         core.insert(rng.choice((0, len(core))), rng.choice(spec["asks"]))
     if spec["declined"] and rng.random() < 0.3:
         core.insert(rng.randrange(len(core) + 1), rng.choice(spec["declined"]).format(**fields))
-    for _ in range(rng.choices((0, 1, 2), weights=(0.4, 0.45, 0.15))[0]):
-        core.insert(rng.randrange(len(core) + 1), rng.choice(DISTRACTORS).format(**fields))
+    for distractor in rng.sample(DISTRACTORS, rng.choices((0, 1, 2), weights=(0.4, 0.45, 0.15))[0]):
+        core.insert(rng.randrange(len(core) + 1), distractor.format(**fields))
     sentences = [_sentence(c) for c in core]
     # Surface noise, independent of the topic so it carries no signal.
     if rng.random() < 0.1:
