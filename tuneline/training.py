@@ -238,7 +238,6 @@ def training_arguments(config: TrainConfig, task: str, output_dir: Path, device:
     checkpoints = bool(config.save_steps or evaluate_during)
     eval_strategy = ("steps" if config.eval_steps else "epoch") if evaluate_during else "no"
     save_strategy = ("steps" if config.save_steps or config.eval_steps else "epoch") if checkpoints else "no"
-    best_metric = config.best_metric
     return TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
         num_train_epochs=config.epochs,
@@ -263,8 +262,8 @@ def training_arguments(config: TrainConfig, task: str, output_dir: Path, device:
         save_steps=config.save_steps or config.eval_steps,
         save_total_limit=config.save_total_limit,
         load_best_model_at_end=eval_strategy != "no" and save_strategy != "no",
-        metric_for_best_model=best_metric,
-        greater_is_better=best_metric not in LOWER_IS_BETTER,
+        metric_for_best_model=config.best_metric,
+        greater_is_better=config.best_metric not in LOWER_IS_BETTER,
         report_to="none",
         seed=config.seed,
         data_seed=config.seed,
