@@ -14,8 +14,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from tasks.clean import clean_data
-from tasks.evaluate import evaluate_model, evaluate_onnx
-from tasks.export import export_model
+from tasks.evaluate import evaluate_generation, evaluate_model, evaluate_regression
+from tasks.export import compare_exported, export_model, triton_repository
 from tasks.ingest import ingest_data
 from tasks.promote import gate_and_promote
 from tasks.register import register_version
@@ -24,43 +24,45 @@ from tasks.split import split_data
 from tasks.tracking import finish_tracking, start_tracking
 from tasks.train import cross_validate_model, fine_tune_model
 from tasks.validate import validate_data
-from tuneline.config import RetrainConfig
-from tuneline.errors import ConfigError
+from tuneline.config import TEST_METRICS, RetrainConfig
 from tuneline.settings import state_dir, tracking_uri
 from tuneline.summary import RetrainSummary
+
+
+def evaluate_for_task(trained, splits, config: RetrainConfig, work_dir, run_id):
+    """The evaluation stage of the configured task: its metrics, plots and worst examples."""
+    evaluation, length, batch = config.evaluation, config.train.max_length, config.train.eval_batch_size
+    if config.task == "classification":
+        return evaluate_model(trained, splits, evaluation, length, batch, work_dir, run_id)
+    if config.task == "regression":
+        return evaluate_regression(trained, splits, evaluation, length, batch, work_dir, run_id)
+    return evaluate_generation(trained, splits, evaluation, config.generation, length, batch, work_dir, run_id)
 
 
 @flow(name="retrain", log_prints=True)
 def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
     """Ingest, validate, clean, split, fine-tune, evaluate, export, register, then gate against the champion."""
-    if config.task != "classification":
-        # The engine trains every task (tuneline.training.fine_tune, tuneline.generation); the evaluate, export
-        # and gate stages of this flow score classifiers only until export for the other tasks lands (issue 4).
-        raise ConfigError(f"task {config.task}: the retrain flow runs task classification so far; "
-                          "train other tasks with tuneline.training.fine_tune")
     run_id = start_tracking(config, run_name=flow_run.get_name() or "retrain")
     work_dir = state_dir() / "runs" / run_id
     try:
-        ingested = ingest_data(config.data, run_id)
-        validation = validate_data(ingested, config.data, run_id)
-        cleaned = clean_data(ingested, run_id)
-        splits = split_data(cleaned, config.data, config.split, ingested.source, run_id)
+        ingested = ingest_data(config.data, run_id, config.task)
+        validation = validate_data(ingested, config.data, run_id, config.task)
+        cleaned = clean_data(ingested, run_id, config.task)
+        splits = split_data(cleaned, config.data, config.split, ingested.source, run_id, config.task)
         if config.train.cv_folds:
             cross_validate_model(splits, config.train, config.task, work_dir, run_id)
         trained = fine_tune_model(splits, config.train, config.task, work_dir, run_id)
-        torch_report = evaluate_model(
-            trained, splits, config.evaluation, config.train.max_length, config.train.eval_batch_size, work_dir, run_id
-        )
-        exported = export_model(trained, splits, config.export, config.train.max_length, work_dir, run_id)
-        int8_report = (
-            evaluate_onnx(exported.int8_path, trained, splits, torch_report, config.train.max_length, config.train.eval_batch_size, run_id)
-            if exported.int8_path
-            else None
-        )
-        version = register_version(
-            config, ingested, validation, cleaned, splits, trained, torch_report, exported, int8_report, run_id
-        )
-        gate = gate_and_promote(version, splits, torch_report, int8_report, config)
+        torch_report = evaluate_for_task(trained, splits, config, work_dir, run_id)
+        test_metrics = {name: value for name, value in torch_report.metrics().items() if name in TEST_METRICS[config.task]}
+        exported = export_model(trained.model_dir, list(splits.validation["text"]), list(splits.train["text"]),
+                                config.export, config.task, config.train.max_length, work_dir, run_id)
+        variants = compare_exported(trained.model_dir, splits.test, splits.labels, exported, config.export, config.task,
+                                    config.train.max_length, config.train.eval_batch_size, run_id, config.generation)
+        triton = triton_repository(exported, config.registry.model_name, work_dir) if config.export.triton else None
+        version = register_version(config, ingested, validation, cleaned, splits, trained, test_metrics, exported,
+                                   variants, run_id, triton=triton,
+                                   classification=torch_report if config.task == "classification" else None)
+        gate = gate_and_promote(version, splits, test_metrics, config)
     except BaseException as error:
         finish_tracking(run_id, error)
         raise
@@ -78,8 +80,10 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
         data_source=ingested.source,
         data_hash=ingested.content_hash,
         rows={"raw": ingested.rows, "clean": cleaned.rows_out, "dropped": cleaned.rows_dropped, **splits.sizes()},
-        torch_metrics={"accuracy": torch_report.accuracy, "macro_f1": torch_report.macro_f1},
-        int8_metrics={"accuracy": int8_report.accuracy, "macro_f1": int8_report.macro_f1} if int8_report else None,
+        task=config.task,
+        torch_metrics=test_metrics,
+        int8_metrics=next((v.metrics for v in variants if "INT8" in v.name), None),
+        variants=[v.row(config.task, variants[0]) for v in variants],
         onnx_bytes=exported.onnx_bytes,
         int8_bytes=exported.int8_bytes,
         parity_max_abs_diff=exported.parity.max_abs_diff,

@@ -14,9 +14,9 @@ from tuneline.data import CleanResult, IngestResult, clean_dataset
 
 
 @task(name="clean", **TRANSIENT_RETRIES)
-def clean_data(ingested: IngestResult, run_id: str) -> CleanResult:
-    """Strip markup and noise, drop empty and duplicate rows, log the dropped rows to MLflow."""
-    result = clean_dataset(ingested.frame)
+def clean_data(ingested: IngestResult, run_id: str, task: str = "classification") -> CleanResult:
+    """Strip markup and noise from the input text, drop empty and duplicate rows (per task), log the dropped rows."""
+    result = clean_dataset(ingested.frame, task)
     registry.log_metrics(run_id, {"rows_clean": result.rows_out, "rows_dropped": result.rows_dropped, "rows_changed_by_cleaning": result.changed})
     if result.rows_dropped:
         with tempfile.TemporaryDirectory() as folder:

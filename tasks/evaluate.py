@@ -1,26 +1,48 @@
-"""Stage: score the fine-tuned model and its INT8 ONNX export on the held-out test split."""
+"""Stage: score the fine-tuned PyTorch model on the held-out test split, with the reports people look at."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
-from tuneline.config import EvaluationConfig
+from tuneline.config import EvaluationConfig, GenerationConfig
 from tuneline.data import SplitResult
+from tuneline.data import regression_targets
 from tuneline.evaluation import (
     ClassificationReport,
+    GenerationReport,
+    RegressionReport,
     classification_report,
+    generation_report,
     plot_confusion_matrix,
-    side_by_side,
+    plot_predicted_vs_true,
+    regression_report,
+    sliced_generation_metrics,
     sliced_metrics,
+    sliced_regression_metrics,
     worst_examples,
+    worst_generation_examples,
+    worst_regression_examples,
 )
-from tuneline.onnx_classifier import OnnxClassifier
+from tuneline.generation import generate, lowercases
 from tuneline.training import TrainResult, predict_proba
+
+
+def publish_tables(worst: pd.DataFrame, worst_by: str, slices: pd.DataFrame, sliced: str, work_dir: Path,
+                   run_id: str) -> None:
+    """The worst test rows and the metrics per slice: CSVs in the MLflow run, tables in Prefect."""
+    for frame, name in ((worst, "worst_examples.csv"), (slices, "sliced_metrics.csv")):
+        frame.to_csv(work_dir / name, index=False)
+        registry.log_artifact(run_id, work_dir / name, "evaluation")
+    create_table_artifact(worst.head(20).to_dict("records"), key="worst-examples",
+                          description=f"Test rows with {worst_by} (more in MLflow: evaluation/worst_examples.csv)")
+    create_table_artifact(slices.to_dict("records"), key="test-metrics-by-slice",
+                          description=f"Test {sliced} per slice (input length, and data.slice_column)")
 
 
 @task(name="evaluate", **TRANSIENT_RETRIES)
@@ -35,20 +57,9 @@ def evaluate_model(
     registry.log_metrics(run_id, report.metrics("test_"))
     registry.log_json(run_id, report.__dict__, "evaluation/torch_report.json")
     registry.log_artifact(run_id, plot_confusion_matrix(report, work_dir / "confusion_matrix.png"), "evaluation")
-    worst = worst_examples(test, probabilities, splits.labels, config.worst_examples)
-    worst_path = work_dir / "worst_examples.csv"
-    worst.to_csv(worst_path, index=False)
-    registry.log_artifact(run_id, worst_path, "evaluation")
-    create_table_artifact(
-        worst.head(20).to_dict("records"), key="worst-examples",
-        description="Test rows with the highest loss (more in MLflow: evaluation/worst_examples.csv)",
-    )
-    slices = sliced_metrics(test, probabilities, splits.labels, config.slice_column)
-    slices_path = work_dir / "sliced_metrics.csv"
-    slices.to_csv(slices_path, index=False)
-    registry.log_artifact(run_id, slices_path, "evaluation")
-    create_table_artifact(slices.to_dict("records"), key="test-metrics-by-slice",
-                          description="Test accuracy and macro-F1 per slice (text length, and data.slice_column)")
+    publish_tables(worst_examples(test, probabilities, splits.labels, config.worst_examples), "the highest loss",
+                   sliced_metrics(test, probabilities, splits.labels, config.slice_column), "accuracy and macro-F1",
+                   work_dir, run_id)
     create_table_artifact(
         [{"label": label, **{k: round(v, 4) for k, v in scores.items()}} for label, scores in report.per_class.items()],
         key="test-metrics-per-class",
@@ -57,18 +68,40 @@ def evaluate_model(
     return report
 
 
-@task(name="evaluate-int8", **TRANSIENT_RETRIES)
-def evaluate_onnx(
-    onnx_path: Path, trained: TrainResult, splits: SplitResult, torch_report: ClassificationReport,
-    max_length: int, batch_size: int, run_id: str,
-) -> ClassificationReport:
-    """The same test metrics for the INT8 ONNX model, run the way serving runs it, side by side with PyTorch's."""
-    classifier = OnnxClassifier(onnx_path, trained.model_dir, max_length)
-    probabilities = classifier.predict_proba(list(splits.test["text"]), batch_size)
-    report = classification_report(list(splits.test["label"]), probabilities, splits.labels)
-    registry.log_metrics(run_id, report.metrics("int8_test_"))
-    registry.log_json(run_id, report.__dict__, "evaluation/int8_report.json")
-    table = side_by_side({"PyTorch FP32": torch_report, "ONNX INT8": report})
-    registry.log_json(run_id, table, "evaluation/side_by_side.json")
-    create_table_artifact(table, key="pytorch-vs-int8", description="The same test split, both models")
+@task(name="evaluate-regression", **TRANSIENT_RETRIES)
+def evaluate_regression(
+    trained: TrainResult, splits: SplitResult, config: EvaluationConfig, max_length: int, batch_size: int,
+    work_dir: Path, run_id: str,
+) -> RegressionReport:
+    """MSE, MAE and R² of the PyTorch model, predicted-vs-true plot, largest errors, metrics per slice."""
+    test = splits.test
+    predictions = predict_proba(trained.model_dir, list(test["text"]), max_length, batch_size, trained.device,
+                                task="regression")
+    targets = regression_targets(test)
+    report = regression_report(targets, predictions)
+    registry.log_metrics(run_id, report.metrics("test_"))
+    registry.log_json(run_id, report.__dict__, "evaluation/torch_report.json")
+    registry.log_artifact(run_id, plot_predicted_vs_true(targets, predictions, work_dir / "predicted_vs_true.png"),
+                          "evaluation")
+    publish_tables(worst_regression_examples(test, predictions, config.worst_examples), "the largest absolute error",
+                   sliced_regression_metrics(test, predictions, config.slice_column), "MSE, MAE and R²", work_dir, run_id)
+    return report
+
+
+@task(name="evaluate-generation", **TRANSIENT_RETRIES)
+def evaluate_generation(
+    trained: TrainResult, splits: SplitResult, config: EvaluationConfig, settings: GenerationConfig, max_length: int,
+    batch_size: int, work_dir: Path, run_id: str,
+) -> GenerationReport:
+    """BLEU and ROUGE of the PyTorch model's generations with the config's decoding settings; lowest-ROUGE rows, slices."""
+    test = splits.test
+    outputs = generate(trained.model_dir, trained.task, list(test["text"]), settings, max_length, batch_size,
+                       trained.device)
+    lowercase = lowercases(trained.model_dir)
+    report = generation_report(list(test["label"]), outputs, lowercase)
+    registry.log_metrics(run_id, report.metrics("test_"))
+    registry.log_json(run_id, report.__dict__, "evaluation/torch_report.json")
+    publish_tables(worst_generation_examples(test, outputs, config.worst_examples, lowercase), "the lowest ROUGE-L",
+                   sliced_generation_metrics(test, outputs, config.slice_column, lowercase), "BLEU and ROUGE-L",
+                   work_dir, run_id)
     return report

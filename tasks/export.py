@@ -1,30 +1,79 @@
-"""Stage: export to ONNX, verify parity with PyTorch, quantize to INT8."""
+"""Stages: export to ONNX and verify parity, quantize; then measure every variant and check the quantized one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from prefect import task
+from prefect.artifacts import create_table_artifact
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
-from tuneline.config import ExportConfig
-from tuneline.data import SplitResult
-from tuneline.export import ExportResult, export_and_quantize
-from tuneline.training import TrainResult
+from tuneline.config import ExportConfig, GenerationConfig
+from tuneline.export import ExportResult, export_and_quantize, export_generative_and_quantize
+from tuneline.export_generative import GENERATIVE_TASKS
+from tuneline.triton import write_triton_repository
+from tuneline.variants import VariantResult, check_quantized, compare_generative_variants, compare_variants
 
 
 @task(name="export-onnx", **TRANSIENT_RETRIES)
-def export_model(trained: TrainResult, splits: SplitResult, config: ExportConfig, max_length: int, work_dir: Path, run_id: str) -> ExportResult:
-    """ONNX FP32 (parity-checked on validation rows) and, when configured, INT8."""
-    texts = list(splits.validation["text"][: config.parity_rows])
-    result = export_and_quantize(
-        trained.model_dir, work_dir / "onnx", texts, max_length, config.opset, config.parity_atol, config.quantization,
-        config.per_channel,
-    )
+def export_model(model_dir: Path, parity_texts: list[str], calibration_texts: list[str], config: ExportConfig,
+                 task_type: str, max_length: int, work_dir: Path, run_id: str) -> ExportResult:
+    """ONNX FP32 (parity-checked on validation rows, optimised if configured), then the configured INT8 file.
+
+    Generative models become a `generator/` folder (graphs with past key values) and `generator.int8/`.
+    """
+    if task_type in GENERATIVE_TASKS:
+        result = export_generative_and_quantize(model_dir, work_dir / "onnx", config, max_length,
+                                                parity_texts[: config.parity_rows], task_type)
+    else:
+        result = export_and_quantize(model_dir, work_dir / "onnx", config, max_length,
+                                     parity_texts=parity_texts[: config.parity_rows],
+                                     calibration_texts=calibration_texts[: config.calibration_rows], task=task_type)
     metrics = {"onnx_bytes": result.onnx_bytes, "parity_max_abs_diff": result.parity.max_abs_diff,
                "parity_max_rel_diff": result.parity.max_rel_diff}
     if result.int8_bytes:
         metrics["int8_bytes"] = result.int8_bytes
     registry.log_metrics(run_id, metrics)
     return result
+
+
+@task(name="compare-variants", **TRANSIENT_RETRIES)
+def compare_exported(model_dir: Path, test: pd.DataFrame, labels: tuple[str, ...], exported: ExportResult,
+                     config: ExportConfig, task_type: str, max_length: int, batch_size: int,
+                     run_id: str, generation: GenerationConfig | None = None) -> tuple[VariantResult, ...]:
+    """Size, latency, throughput and test metrics of PyTorch FP32, ONNX FP32 and INT8; refuse an INT8 that lost too much."""
+    if task_type in GENERATIVE_TASKS:
+        variants = compare_generative_variants(task_type, model_dir, exported.onnx_path, exported.int8_path,
+                                               list(test["text"]), list(test["label"]), generation or GenerationConfig(),
+                                               max_length, batch_size)
+    else:
+        targets = list(test["label"]) if task_type == "classification" else [float(v) for v in test["label"]]
+        variants = compare_variants(task_type, model_dir, exported.onnx_path, exported.int8_path,
+                                    exported.quantization, list(test["text"]), targets, labels, max_length, batch_size)
+    table = [v.row(task_type, variants[0]) for v in variants]
+    registry.log_json(run_id, table, "evaluation/variants.json")
+    for variant in variants[1:]:
+        key = "int8" if "INT8" in variant.name else "onnx"
+        registry.log_metrics(run_id, {f"{key}_test_{name}": value for name, value in variant.metrics.items()}
+                             | {f"{key}_latency_ms": variant.latency_ms, f"{key}_rows_per_s": variant.rows_per_second})
+    create_table_artifact(table, key="export-variants",
+                          description=f"Each exported variant on {len(test)} test rows, measured on this machine "
+                                      f"(latency: one row; rows/s: batches of {batch_size}, tokenization included)")
+    check_quantized(task_type, variants, config.max_accuracy_drop, exported.quantization)  # raises before registration
+    return tuple(variants)
+
+
+def triton_repository(exported: ExportResult, model_name: str, work_dir: Path) -> Path:
+    """The served ONNX file (INT8 when there is one) as a Triton model named like the registered model.
+
+    A generative model's graphs become one Triton model each (`NAME.encoder_model`, `NAME.decoder_model`, ...);
+    the client runs the decoding loop, as `tuneline.onnx_generator` does.
+    """
+    served = exported.int8_onnx_path or exported.onnx_path
+    if served.is_dir():
+        graphs = {f"{model_name}.{graph.stem}": graph for graph in sorted(served.glob("*.onnx"))}
+    else:
+        graphs = {model_name: served}
+    return write_triton_repository(graphs, work_dir / "triton")

@@ -10,23 +10,17 @@ from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
 from tuneline.config import RetrainConfig
 from tuneline.data import SplitResult
-from tuneline.evaluation import ClassificationReport
 from tuneline.gating import GateResult, run_gate
 from tuneline.promotion import ModelMetrics
 
 
 @task(name="gate-and-promote", **TRANSIENT_RETRIES)
-def gate_and_promote(
-    version: registry.RegisteredVersion, splits: SplitResult, torch_report: ClassificationReport,
-    int8_report: ClassificationReport | None, config: RetrainConfig,
-) -> GateResult:
+def gate_and_promote(version: registry.RegisteredVersion, splits: SplitResult, test_metrics: dict[str, float],
+                     config: RetrainConfig) -> GateResult:
     """Compare the candidate with the champion on the candidate's test split; move the alias; record why."""
-    candidate = ModelMetrics(
-        accuracy=torch_report.accuracy, macro_f1=torch_report.macro_f1,
-        int8_accuracy=int8_report.accuracy if int8_report else None, test_hash=splits.hashes["test"],
-    )
+    candidate = ModelMetrics(dict(test_metrics), test_hash=splits.hashes["test"])
     result = run_gate(version.name, version.version, candidate, splits.test, config.promotion,
-                      config.train.max_length, config.train.eval_batch_size)
+                      config.train.max_length, config.train.eval_batch_size, config.task, config.generation)
     markdown = result.decision.to_markdown(f"{version.name} version {version.version}", result.champion_version)
     registry.set_tags(version.run_id, {"alias": result.alias, "registered_version": version.version,
                                        "gate.verdict": result.decision.verdict})

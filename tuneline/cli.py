@@ -63,6 +63,23 @@ def promote(
         typer.echo(result.decision.to_markdown(f"{name} version {version}", result.champion_version))
 
 
+@app.command("export")
+def export_version(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Option("--version", "-v", help="Version number or alias to re-export.")] = "champion",
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+) -> None:
+    """Re-export a registered version with the export.* settings, as a new version (no alias moves)."""
+    with _plain_errors():
+        settings = load_config(config, overrides or []).export
+        from flows.export import export as export_flow
+
+        new_version = export_flow(name=name, version=version, settings=settings)
+        typer.echo(f"{name} version {new_version}: re-exported from {version}; promote it with "
+                   f"`tuneline promote {name} --version {new_version}`")
+
+
 @app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Registered model name.")],

@@ -31,7 +31,9 @@ class DataConfig(_Section):
         "auto", description="File format; `auto` picks it from the extension."
     )
     text_column: str = Field("text", description="Column holding the input text.")
-    label_column: str = Field("label", description="Column holding the class label.")
+    label_column: str = Field(
+        "label", description="Column holding the class label, the number (regression) or the target text (generation)."
+    )
     labels: list[str] | None = Field(
         None,
         description="Allowed labels, in class-id order. Empty: the sorted distinct labels of the data.",
@@ -208,18 +210,59 @@ class EvaluationConfig(_Section):
     )
 
 
+Quantization = Literal["dynamic", "static", "torch_dynamic", "none"]
+
+
 class ExportConfig(_Section):
     opset: int = Field(17, ge=14, le=21, description="ONNX opset version.")
-    quantization: Literal["dynamic", "none"] = Field(
-        "dynamic", description="`dynamic`: INT8 weights, activations quantized at run time (onnxruntime)."
+    optimize: bool = Field(
+        False,
+        description="Run onnxruntime's transformer optimiser on the FP32 graph (fused attention, layer norm, GELU); "
+        "the optimised graph is parity-checked like the plain one and is what gets quantized and served.",
+    )
+    quantization: Quantization = Field(
+        "dynamic",
+        description="`dynamic`: ONNX INT8 weights, activations quantized at run time; `static`: ONNX INT8 QDQ with "
+        "activation ranges calibrated on training rows; `torch_dynamic`: PyTorch INT8 Linear layers (TorchScript "
+        "file, for serving with PyTorch); `none`: FP32 only.",
     )
     per_channel: bool = Field(
         True, description="One INT8 scale per output channel of each weight: slower to build, far less accuracy lost."
     )
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="`static`: how activation ranges are chosen from the calibration rows."
+    )
+    calibration_rows: int = Field(128, ge=1, le=100_000, description="`static`: training rows used for calibration.")
+    keep_fp32: list[str] = Field(
+        [],
+        description="Graph nodes left in FP32 when quantizing, as glob patterns on ONNX node names, e.g. "
+        "`/classifier/*` (the head) or `/bert/encoder/layer.0/*` (the first layer). Each must match a node.",
+    )
+    max_accuracy_drop: float = Field(
+        0.01, ge=0, le=1,
+        description="Largest test-split loss of the quantized model against FP32, as a fraction (0.01 = one point) "
+        "of accuracy (classification), R² (regression) or ROUGE-L/100 (generation); more and nothing is registered.",
+    )
     parity_atol: float = Field(
-        1e-4, gt=0, description="Largest allowed absolute logit difference between ONNX FP32 and PyTorch."
+        1e-4, gt=0, description="Allowed absolute difference between ONNX FP32 and PyTorch outputs."
+    )
+    parity_rtol: float = Field(
+        1e-3, ge=0, description="Allowed difference relative to the PyTorch output, on top of parity_atol."
     )
     parity_rows: int = Field(64, ge=1, description="Validation rows used for the parity check.")
+    triton: bool = Field(
+        False, description="Also write a Triton model repository (config.pbtxt + model file) next to the ONNX files."
+    )
+
+    @model_validator(mode="after")
+    def _quantizer_settings(self) -> ExportConfig:
+        if self.keep_fp32 and self.quantization not in ("dynamic", "static"):
+            raise ValueError(f"keep_fp32 applies to ONNX quantization (dynamic or static), not {self.quantization}")
+        if self.optimize and self.quantization == "static":
+            raise ValueError("optimize with static quantization: onnxruntime's QDQ quantizer cannot place Q/DQ pairs "
+                             "around the optimiser's fused ops; set optimize=false (onnxruntime fuses a QDQ graph "
+                             "itself when it loads it) or use dynamic quantization")
+        return self
 
 
 class RegistryConfig(_Section):
@@ -250,16 +293,15 @@ class PromotionConfig(_Section):
         "(classification), mse (regression), rougeL (seq2seq, causal_lm).",
     )
     min_improvement: float = Field(
-        0.0, ge=-1, le=1, description="Required gain over the champion on the primary metric (0.01 = one point)."
+        0.0, ge=-100, le=100,
+        description="Required gain over the champion on the primary metric, in its unit (accuracy 0.01 = one point; "
+        "BLEU and ROUGE are 0-100; for mse and mae a gain is a decrease).",
     )
     guarded_metrics: list[GateMetric] = Field(
         ["macro_f1"], description="Metrics that may not get worse by more than max_guarded_drop."
     )
     max_guarded_drop: float = Field(
         0.01, ge=0, description="Largest allowed loss on any guarded metric, in its own unit (BLEU is 0-100)."
-    )
-    max_int8_accuracy_drop: float = Field(
-        0.01, ge=0, le=1, description="Largest allowed accuracy loss of the INT8 ONNX model vs the PyTorch model."
     )
 
 
@@ -312,6 +354,14 @@ class RetrainConfig(_Section):
             raise ValueError(f"method {train.method} freezes the base model and modules_to_save is empty, so the "
                              "newly initialised classification head would never be trained; leave modules_to_save "
                              "empty (unset) or name the head (e.g. [classifier])")
+        if self.data.labels is not None and task != "classification":
+            raise ValueError(f"data.labels lists classes; task {task} has none: leave data.labels empty")
+        if task in ("seq2seq", "causal_lm") and self.export.optimize:
+            raise ValueError("export.optimize fuses BERT-family encoder graphs (classification, regression); "
+                             f"set it to false for task {task}")
+        if task in ("seq2seq", "causal_lm") and self.export.quantization in ("static", "torch_dynamic"):
+            raise ValueError(f"export.quantization {self.export.quantization} covers classification and regression; "
+                             f"generative graphs (task {task}) quantize with dynamic or none")
         if train.method in PROMPT_METHODS and task == "seq2seq" and train.base_model.startswith("builtin:"):
             raise ValueError(f"method {train.method} cannot adapt a BERT-to-BERT encoder-decoder built from "
                              f"{train.base_model}; use full, lora or ia3, or a native seq2seq model such as T5")

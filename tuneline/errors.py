@@ -64,3 +64,7 @@ def is_transient(exc: BaseException) -> bool:
     return name in {"TransportError", "ConnectError", "ReadTimeout", "RemoteProtocolError"} or (
         name == "OperationalError" and "locked" in str(exc)
     )
+
+
+class QuantizationAccuracyError(TunelineError):
+    """The quantized model lost more on the test split than `export.max_accuracy_drop`; nothing was registered."""

@@ -1,10 +1,16 @@
-"""Evaluation reports per task type, the confusion-matrix plot, bad cases and sliced metrics.
+"""Evaluation reports per task type, their plots, bad cases and sliced metrics.
+
+classification: `classification_report`, `plot_confusion_matrix`, `worst_examples`, `sliced_metrics`;
+regression: `regression_report`, `plot_predicted_vs_true`, `worst_regression_examples`, `sliced_regression_metrics`;
+seq2seq and causal_lm: `generation_report`, `worst_generation_examples`, `sliced_generation_metrics`.
 
 Every metric comes from sklearn, sacrebleu or rouge-score; none is written by hand.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,15 +129,21 @@ def length_bucket(texts: pd.Series) -> pd.Series:
     return pd.cut(words, bins=list(LENGTH_BUCKETS), labels=names).astype(str)
 
 
-def sliced_metrics(frame: pd.DataFrame, probabilities: np.ndarray, labels: tuple[str, ...], column: str | None) -> pd.DataFrame:
-    """Accuracy and macro-F1 per value of `column` and per text-length bucket, one row per slice."""
-    from sklearn.metrics import accuracy_score, f1_score
-
+def slice_keys(frame: pd.DataFrame, column: str | None) -> dict[str, pd.Series]:
+    """The slicings every task reports: `length` (input words), and `column` when given; positions 0..n-1."""
     keys = {"length": length_bucket(frame["text"].reset_index(drop=True))}
     if column is not None:
         if column not in frame.columns:
             raise ValueError(f"evaluation.slice_column {column!r} is not a column of the data; it has {list(frame.columns)}")
         keys[column] = frame[column].astype(str).reset_index(drop=True)
+    return keys
+
+
+def sliced_metrics(frame: pd.DataFrame, probabilities: np.ndarray, labels: tuple[str, ...], column: str | None) -> pd.DataFrame:
+    """Accuracy and macro-F1 per value of `column` and per text-length bucket, one row per slice."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    keys = slice_keys(frame, column)
     predicted = pd.Series([labels[i] for i in probabilities.argmax(axis=1)])
     truth = frame["label"].reset_index(drop=True)
     rows = []
@@ -146,14 +158,20 @@ def sliced_metrics(frame: pd.DataFrame, probabilities: np.ndarray, labels: tuple
     return pd.DataFrame(rows)
 
 
-def side_by_side(reports: dict[str, ClassificationReport]) -> list[dict[str, object]]:
+def side_by_side(reports: dict[str, ClassificationReport | RegressionReport | GenerationReport]) -> list[dict[str, object]]:
     """One row per model variant: the table that shows what quantization cost."""
-    return [
-        {"model": name, "rows": r.rows, "accuracy": round(r.accuracy, 4), "macro_f1": round(r.macro_f1, 4),
-         "weighted_f1": round(r.weighted_f1, 4), "roc_auc": None if r.roc_auc is None else round(r.roc_auc, 4),
-         "log_loss": round(r.log_loss, 4)}
-        for name, r in reports.items()
-    ]
+    rows: list[dict[str, object]] = []
+    for name, r in reports.items():
+        if isinstance(r, ClassificationReport):
+            rows.append({"model": name, "rows": r.rows, "accuracy": round(r.accuracy, 4), "macro_f1": round(r.macro_f1, 4),
+                         "weighted_f1": round(r.weighted_f1, 4), "roc_auc": None if r.roc_auc is None else round(r.roc_auc, 4),
+                         "log_loss": round(r.log_loss, 4)})
+        else:
+            rows.append({"model": name, "rows": r.rows} | {k: round(v, 4) for k, v in r.metrics().items()})
+    return rows
+
+
+# Regression ------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -163,46 +181,215 @@ class RegressionReport:
     mae: float
     r2: float
 
+    def metrics(self, prefix: str = "") -> dict[str, float]:
+        """Flat metrics for MLflow and the gate: mse, mae, r2."""
+        return {f"{prefix}mse": self.mse, f"{prefix}mae": self.mae, f"{prefix}r2": self.r2}
 
-def regression_report(targets: np.ndarray, predictions: np.ndarray) -> RegressionReport:
-    """MSE, MAE and R2 (sklearn) of predicted against true values."""
+
+def _as_pairs(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true, dtype=float).reshape(-1), np.asarray(y_pred, dtype=float).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{len(y_pred)} predictions for {len(y_true)} targets")
+    if not len(y_true):
+        raise ValueError("nothing to score: no targets")
+    return y_true, y_pred
+
+
+def regression_report(y_true: np.ndarray, y_pred: np.ndarray) -> RegressionReport:
+    """MSE, MAE and R² (sklearn) of predicted against true values.
+
+    R² is 1 for perfect predictions, 0 for predicting the mean, negative for worse;
+    sklearn's convention for a constant target (1 if predicted exactly, else 0) applies,
+    and with a single row it is NaN (undefined).
+    """
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-    targets, predictions = np.asarray(targets, dtype=float), np.asarray(predictions, dtype=float)
-    if targets.shape != predictions.shape:
-        raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
+    y_true, y_pred = _as_pairs(y_true, y_pred)
     return RegressionReport(
-        rows=len(targets),
-        mse=float(mean_squared_error(targets, predictions)),
-        mae=float(mean_absolute_error(targets, predictions)),
-        r2=float(r2_score(targets, predictions)),
+        rows=len(y_true),
+        mse=float(mean_squared_error(y_true, y_pred)),
+        mae=float(mean_absolute_error(y_true, y_pred)),
+        r2=float(r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
     )
+
+
+def plot_predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, path: Path, title: str = "Test split") -> Path:
+    """Save a predicted-against-true scatter, with the y = x line a perfect model would sit on, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    y_true, y_pred = _as_pairs(y_true, y_pred)
+    report = regression_report(y_true, y_pred)
+    low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    margin = 0.05 * (high - low or 1.0)
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    axes.scatter(y_true, y_pred, s=12, alpha=0.6)
+    axes.plot([low - margin, high + margin], [low - margin, high + margin], color="grey", linestyle="--", linewidth=1)
+    axes.set_xlim(low - margin, high + margin)
+    axes.set_ylim(low - margin, high + margin)
+    axes.set_xlabel("true")
+    axes.set_ylabel("predicted")
+    axes.set_title(f"{title}: R² {report.r2:.3f}, MAE {report.mae:.3f}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _targets(frame: pd.DataFrame, predictions) -> tuple[np.ndarray, np.ndarray]:
+    from tuneline.data import regression_targets
+
+    return _as_pairs(regression_targets(frame), predictions)
+
+
+def worst_regression_examples(frame: pd.DataFrame, predictions: np.ndarray, limit: int) -> pd.DataFrame:
+    """The test rows with the largest absolute error, worst first."""
+    truth, predicted = _targets(frame, predictions)
+    table = pd.DataFrame(
+        {
+            "row": frame["row"].to_numpy(),
+            "text": frame["text"].to_numpy(),
+            "label": frame["label"].to_numpy(),
+            "predicted": predicted.round(4),
+            "error": (predicted - truth).round(4),
+            "abs_error": np.abs(predicted - truth).round(4),
+        }
+    )
+    return table.sort_values("abs_error", ascending=False, kind="stable").head(limit).reset_index(drop=True)
+
+
+def sliced_regression_metrics(frame: pd.DataFrame, predictions: np.ndarray, column: str | None) -> pd.DataFrame:
+    """MSE, MAE and R² per value of `column` and per text-length bucket, one row per slice (R² NaN for one row)."""
+    truth, predicted = _targets(frame, predictions)
+    rows = []
+    for name, values in slice_keys(frame, column).items():
+        for value in sorted(values.unique()):
+            mask = (values == value).to_numpy()
+            report = regression_report(truth[mask], predicted[mask])
+            rows.append({"slice": name, "value": value, "rows": report.rows, "mse": round(report.mse, 4),
+                         "mae": round(report.mae, 4), "r2": round(report.r2, 4)})
+    return pd.DataFrame(rows)
+
+
+# Generation (seq2seq, causal_lm) ---------------------------------------------------------------------------------
+
+_SPACES = re.compile(r"\s+")
+
+
+def _is_punctuation(ch: str) -> bool:
+    # The same test BERT's basic tokenizer uses: every ASCII non-alphanumeric printable, and Unicode P*.
+    code = ord(ch)
+    return 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126 or (
+        unicodedata.category(ch).startswith("P"))
+
+
+def normalize_spacing(text: str, lowercase: bool = False) -> str:
+    """One space around every punctuation mark, whitespace runs collapsed: the form both sides are scored in.
+
+    A WordPiece tokenizer splits punctuation off words and its decoder does not
+    always join it back ("issue: x, y" comes out as "issue : x, y", "don't" as
+    "don ' t", "3.5" as "3. 5"); a reference and a prediction that differ only
+    in that spacing must score as equal. Separating every mark on both sides
+    makes that so, whatever the tokenizer. `lowercase` for uncased models, whose
+    output has lost the reference's case.
+    """
+    spaced = "".join(f" {ch} " if _is_punctuation(ch) else ch for ch in text)
+    spaced = _SPACES.sub(" ", spaced).strip()
+    return spaced.lower() if lowercase else spaced
+
+
+GENERATION_EXAMPLES = 5  # reference / prediction pairs kept in a GenerationReport
 
 
 @dataclass(frozen=True)
 class GenerationReport:
     rows: int
-    bleu: float  # sacrebleu corpus BLEU, 0-100
-    rouge1: float  # F-measures, 0-1
+    bleu: float  # sacreBLEU corpus BLEU, 0-100
+    rouge1: float  # mean F-measures (rouge-score), scaled 0-100 like BLEU
     rouge2: float
-    rouge_l: float
+    rouge_l: float  # "rougeL" in metrics() and the gate
     mean_output_words: float
+    examples: tuple[dict[str, str], ...] = ()  # the first few reference / prediction pairs, as given
+
+    def metrics(self, prefix: str = "") -> dict[str, float]:
+        """Flat metrics for MLflow and the gate: bleu, rouge1, rouge2, rougeL (all 0-100), mean_output_words."""
+        return {f"{prefix}bleu": self.bleu, f"{prefix}rouge1": self.rouge1, f"{prefix}rouge2": self.rouge2,
+                f"{prefix}rougeL": self.rouge_l, f"{prefix}mean_output_words": self.mean_output_words}
 
 
-def generation_report(references: list[str], outputs: list[str]) -> GenerationReport:
-    """Corpus BLEU (sacrebleu) and mean ROUGE-1/2/L F1 (rouge-score) of generated against reference texts."""
-    import sacrebleu
+def _scorer():
     from rouge_score import rouge_scorer
 
-    if len(references) != len(outputs) or not references:
-        raise ValueError(f"need one output per reference, got {len(outputs)} outputs for {len(references)} references")
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    scores = [scorer.score(reference, output) for reference, output in zip(references, outputs)]
+    # rouge-score's tokenizer keeps only [a-z0-9] runs (lowercased): text in other scripts scores 0.
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+
+
+def _normalized_pairs(references: list[str], predictions: list[str], lowercase: bool) -> tuple[list[str], list[str]]:
+    references, predictions = list(references), list(predictions)
+    if len(references) != len(predictions) or not references:
+        raise ValueError(f"need one prediction per reference, got {len(predictions)} predictions "
+                         f"for {len(references)} references")
+    return ([normalize_spacing(r, lowercase) for r in references], [normalize_spacing(p, lowercase) for p in predictions])
+
+
+def generation_report(references: list[str], predictions: list[str], lowercase: bool = False,
+                      example_count: int = GENERATION_EXAMPLES) -> GenerationReport:
+    """Corpus BLEU (sacrebleu) and mean ROUGE-1/2/L F-measure (rouge-score) of predictions against references.
+
+    Both sides go through `normalize_spacing` first. All four scores are 0-100;
+    identical texts score 100, texts with no word in common 0.
+    """
+    import sacrebleu
+
+    normalized_refs, normalized_preds = _normalized_pairs(references, predictions, lowercase)
+    scorer = _scorer()
+    scores = [scorer.score(r, p) for r, p in zip(normalized_refs, normalized_preds)]
     return GenerationReport(
-        rows=len(references),
-        bleu=float(sacrebleu.corpus_bleu(outputs, [references]).score),
-        rouge1=float(np.mean([s["rouge1"].fmeasure for s in scores])),
-        rouge2=float(np.mean([s["rouge2"].fmeasure for s in scores])),
-        rouge_l=float(np.mean([s["rougeL"].fmeasure for s in scores])),
-        mean_output_words=float(np.mean([len(o.split()) for o in outputs])),
+        rows=len(normalized_refs),
+        bleu=float(sacrebleu.corpus_bleu(normalized_preds, [normalized_refs]).score),
+        rouge1=100 * float(np.mean([s["rouge1"].fmeasure for s in scores])),
+        rouge2=100 * float(np.mean([s["rouge2"].fmeasure for s in scores])),
+        rouge_l=100 * float(np.mean([s["rougeL"].fmeasure for s in scores])),
+        mean_output_words=float(np.mean([len(p.split()) for p in predictions])),
+        examples=tuple({"reference": r, "prediction": p} for r, p in list(zip(references, predictions))[:example_count]),
     )
+
+
+def sentence_rouge_l(references: list[str], predictions: list[str], lowercase: bool = False) -> np.ndarray:
+    """ROUGE-L F-measure (0-100) of each prediction against its reference, after `normalize_spacing`."""
+    normalized_refs, normalized_preds = _normalized_pairs(references, predictions, lowercase)
+    scorer = _scorer()
+    return np.array([100 * scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(normalized_refs, normalized_preds)])
+
+
+def worst_generation_examples(frame: pd.DataFrame, predictions: list[str], limit: int,
+                              lowercase: bool = False) -> pd.DataFrame:
+    """The test rows whose prediction has the lowest sentence ROUGE-L against the reference (`label`), worst first."""
+    rouge_l = sentence_rouge_l(list(frame["label"]), list(predictions), lowercase)
+    table = pd.DataFrame(
+        {
+            "row": frame["row"].to_numpy(),
+            "text": frame["text"].to_numpy(),
+            "label": frame["label"].to_numpy(),
+            "predicted": list(predictions),
+            "rougeL": rouge_l.round(2),
+        }
+    )
+    return table.sort_values("rougeL", ascending=True, kind="stable").head(limit).reset_index(drop=True)
+
+
+def sliced_generation_metrics(frame: pd.DataFrame, predictions: list[str], column: str | None,
+                              lowercase: bool = False) -> pd.DataFrame:
+    """Corpus BLEU and mean ROUGE-L per value of `column` and per input-length bucket, one row per slice."""
+    references, predictions = list(frame["label"]), list(predictions)
+    _normalized_pairs(references, predictions, lowercase)  # refuses a length mismatch before any slicing
+    rows = []
+    for name, values in slice_keys(frame, column).items():
+        for value in sorted(values.unique()):
+            picked = np.flatnonzero((values == value).to_numpy())
+            report = generation_report([references[i] for i in picked], [predictions[i] for i in picked], lowercase, 0)
+            rows.append({"slice": name, "value": value, "rows": report.rows, "bleu": round(report.bleu, 2),
+                         "rougeL": round(report.rouge_l, 2)})
+    return pd.DataFrame(rows)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from tuneline import registry
-from tuneline.config import PromotionConfig
+from tuneline.config import GenerationConfig, PromotionConfig
 from tuneline.data import content_hash
 from tuneline.errors import GateError
-from tuneline.evaluation import classification_report
+from tuneline.evaluation import classification_report, generation_report, regression_report
 from tuneline.promotion import Decision, ModelMetrics, decide
 
 log = logging.getLogger(__name__)
@@ -29,50 +31,76 @@ class GateResult:
 
 
 def metrics_from_tags(tags: dict[str, str]) -> ModelMetrics | None:
-    """The test metrics a version was registered with (None for versions registered without them)."""
+    """The test metrics a version was registered with (`test.<metric>` tags); None for versions without them."""
     try:
-        return ModelMetrics(
-            accuracy=float(tags["test.accuracy"]),
-            macro_f1=float(tags["test.macro_f1"]),
-            int8_accuracy=float(tags["int8.test.accuracy"]) if "int8.test.accuracy" in tags else None,
-            test_hash=tags.get("data.hash.test"),
-        )
-    except (KeyError, ValueError):
+        values = {key.removeprefix("test."): float(value) for key, value in tags.items() if key.startswith("test.")}
+    except ValueError:
         return None
+    return ModelMetrics(values, tags.get("data.hash.test")) if values else None
 
 
-def champion_on(model_name: str, test: pd.DataFrame, max_length: int, batch_size: int,
-                candidate_version: str) -> tuple[str, ModelMetrics] | None:
+def score_version(task: str, model_dir: Path, test: pd.DataFrame, max_length: int, batch_size: int,
+                  generation: GenerationConfig | None = None) -> dict[str, float]:
+    """Test metrics of a saved model on `test`, as the gate compares them (PyTorch, no grad)."""
+    from tuneline.training import predict_proba
+
+    texts = list(test["text"])
+    if task == "classification":
+        id2label = json.loads((model_dir / "config.json").read_text()).get("id2label") or {}
+        labels = tuple(id2label[str(i)] for i in range(len(id2label)))
+        unknown = sorted(set(test["label"]) - set(labels))
+        if unknown:
+            raise GateError(f"the model cannot score labels {unknown}: its labels are {list(labels)}")
+        report = classification_report(list(test["label"]), predict_proba(model_dir, texts, max_length, batch_size), labels)
+        return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
+    if task == "regression":
+        report = regression_report(test["label"].astype(float).to_numpy(),
+                                   predict_proba(model_dir, texts, max_length, batch_size, task="regression"))
+        return {"mse": report.mse, "mae": report.mae, "r2": report.r2}
+    from tuneline.generation import generate, lowercases
+
+    outputs = generate(model_dir, task, texts, generation or GenerationConfig(), max_length, batch_size)
+    report = generation_report(list(test["label"]), outputs, lowercases(model_dir))  # scored as evaluate scores it
+    return {"bleu": report.bleu, "rouge1": report.rouge1, "rouge2": report.rouge2, "rougeL": report.rouge_l}
+
+
+def generation_settings(params: dict[str, str]) -> GenerationConfig:
+    """The decoding settings a run was logged with (`generation.*` params; defaults for runs without them)."""
+    return GenerationConfig(**{key.removeprefix("generation."): yaml.safe_load(value)
+                               for key, value in params.items() if key.startswith("generation.")})
+
+
+def champion_on(model_name: str, task: str, test: pd.DataFrame, max_length: int, batch_size: int,
+                candidate_version: str, generation: GenerationConfig | None = None) -> tuple[str, ModelMetrics] | None:
     """The champion's metrics on this test split: recorded ones if it was scored on the same rows, else re-evaluated.
 
     None when there is no champion (or the candidate already is it).
     """
-    from tuneline.training import predict_proba
-
     champion = registry.version_by_alias(model_name, registry.CHAMPION)
     if champion is None or str(champion.version) == str(candidate_version):
         return None
     version, test_hash = str(champion.version), content_hash(test)
+    champion_task = champion.tags.get("task", "classification")  # versions from before task types are classifiers
+    if champion_task != task:
+        raise GateError(f"champion version {version} is a {champion_task} model; the candidate is {task}")
     recorded = metrics_from_tags(champion.tags)
     if recorded is not None and recorded.test_hash == test_hash:
         return version, recorded
     log.info("champion version %s was tested on other rows; re-evaluating it on %d candidate test rows", version, len(test))
     files = registry.download_version(model_name, version)
-    id2label = json.loads((files / "hf_model" / "config.json").read_text()).get("id2label") or {}
-    labels = tuple(id2label[str(i)] for i in range(len(id2label)))
-    unknown = sorted(set(test["label"]) - set(labels))
-    if unknown:
-        raise GateError(f"champion version {version} cannot score labels {unknown}: its labels are {list(labels)}")
-    probabilities = predict_proba(files / "hf_model", list(test["text"]), max_length, batch_size)
-    report = classification_report(list(test["label"]), probabilities, labels)
-    return version, ModelMetrics(report.accuracy, report.macro_f1, recorded.int8_accuracy if recorded else None, test_hash)
+    try:
+        values = score_version(task, files / "hf_model", test, max_length, batch_size, generation)
+    except GateError as exc:
+        raise GateError(f"champion version {version}: {exc}") from None
+    return version, ModelMetrics(values, test_hash)
 
 
 def run_gate(model_name: str, version: str, candidate: ModelMetrics, test: pd.DataFrame, policy: PromotionConfig,
-             max_length: int, batch_size: int) -> GateResult:
+             max_length: int, batch_size: int, task: str = "classification",
+             generation: GenerationConfig | None = None) -> GateResult:
     """Decide, then move the alias: `champion` on promote, `challenger` on hold. The reasons go on the version."""
     try:
-        found = champion_on(model_name, test, max_length, batch_size, version)
+        found = champion_on(model_name, task, test, max_length, batch_size, version, generation)
     except GateError as exc:
         decision, found = Decision(promote=False, reasons=(f"cannot compare with the champion: {exc}",)), None
     else:
@@ -95,8 +123,10 @@ def promote(model_name: str, version: str, policy: PromotionConfig, reason: str,
     run = mlflow_client.get_run(target.run_id)
     max_length = int(run.data.params.get("train.max_length", 128))
     batch_size = int(run.data.params.get("train.eval_batch_size", 64))
+    task = target.tags.get("task", "classification")
+    generation = generation_settings(run.data.params)
     test = pd.read_csv(mlflow_client.download_artifacts(target.run_id, TEST_SPLIT_ARTIFACT), dtype=str, keep_default_na=False)
-    found = champion_on(model_name, test, max_length, batch_size, str(version))
+    found = champion_on(model_name, task, test, max_length, batch_size, str(version), generation)
     decision = decide(candidate, found[1] if found else None, policy)
     if not decision.promote and not force:
         raise GateError(

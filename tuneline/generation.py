@@ -6,14 +6,11 @@ import logging
 from pathlib import Path
 
 from tuneline.config import GenerationConfig
+from tuneline.onnx_generator import cut_at_stop  # one definition for PyTorch and the ONNX runtime
+
+__all__ = ["TorchGenerator", "cut_at_stop", "decoding_kwargs", "generate", "lowercases"]
 
 log = logging.getLogger(__name__)
-
-
-def cut_at_stop(text: str, stop_sequences: list[str]) -> str:
-    """The text up to the first stop sequence (exclusive), stripped."""
-    cut = min((text.find(stop) for stop in stop_sequences if stop and stop in text), default=-1)
-    return (text[:cut] if cut >= 0 else text).strip()
 
 
 def decoding_kwargs(settings: GenerationConfig) -> dict:
@@ -25,34 +22,56 @@ def decoding_kwargs(settings: GenerationConfig) -> dict:
     return kwargs
 
 
+class TorchGenerator:
+    """A saved seq2seq or causal LM loaded once, generating with HF `generate` (the PyTorch reference)."""
+
+    def __init__(self, model_dir: Path, task: str, device: str = "auto"):
+        from transformers import AutoTokenizer
+
+        from tuneline.modeling import load_trained
+        from tuneline.training import end_token_id, pick_device
+
+        self.task, self.device = task, pick_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.end = end_token_id(self.tokenizer)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if task == "causal_lm":
+            self.tokenizer.padding_side = "left"  # new tokens follow each prompt directly
+        self.model = load_trained(Path(model_dir), task).to(self.device).eval()
+
+    def generate(self, inputs: list[str], settings: GenerationConfig, max_length: int, batch_size: int = 32,
+                 seed: int = 0) -> list[str]:
+        """One generated text per input; a causal LM's output excludes the prompt."""
+        import torch
+        from transformers import set_seed
+
+        set_seed(seed)  # sampling is reproducible for a given seed
+        outputs: list[str] = []
+        with torch.inference_mode():
+            for start in range(0, len(inputs), batch_size):
+                batch = self.tokenizer(list(inputs[start : start + batch_size]), truncation=True,
+                                       max_length=max_length, padding=True, return_tensors="pt").to(self.device)
+                batch.pop("token_type_ids", None)
+                generated = self.model.generate(**batch, **decoding_kwargs(settings), eos_token_id=self.end,
+                                                pad_token_id=self.tokenizer.pad_token_id)
+                if self.task == "causal_lm":
+                    generated = generated[:, batch["input_ids"].shape[1]:]
+                texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+                outputs.extend(cut_at_stop(text, settings.stop_sequences) for text in texts)
+        return outputs
+
+
 def generate(model_dir: Path, task: str, inputs: list[str], settings: GenerationConfig, max_length: int,
              batch_size: int = 32, device: str = "auto", seed: int = 0) -> list[str]:
-    """One generated text per input; a causal LM's output excludes the prompt."""
-    import torch
-    from transformers import AutoTokenizer, set_seed
+    """One generated text per input (PyTorch); a causal LM's output excludes the prompt."""
+    return TorchGenerator(model_dir, task, device).generate(inputs, settings, max_length, batch_size, seed)
 
-    from tuneline.modeling import load_trained
-    from tuneline.training import end_token_id, pick_device
 
-    device = pick_device(device)
-    set_seed(seed)  # sampling is reproducible for a given seed
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    end = end_token_id(tokenizer)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if task == "causal_lm":
-        tokenizer.padding_side = "left"  # new tokens follow each prompt directly
-    model = load_trained(Path(model_dir), task).to(device)
-    outputs: list[str] = []
-    with torch.inference_mode():
-        for start in range(0, len(inputs), batch_size):
-            batch = tokenizer(list(inputs[start : start + batch_size]), truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt").to(device)
-            batch.pop("token_type_ids", None)
-            generated = model.generate(**batch, **decoding_kwargs(settings), eos_token_id=end,
-                                       pad_token_id=tokenizer.pad_token_id)
-            if task == "causal_lm":
-                generated = generated[:, batch["input_ids"].shape[1]:]
-            texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
-            outputs.extend(cut_at_stop(text, settings.stop_sequences) for text in texts)
-    return outputs
+def lowercases(model_dir: Path) -> bool:
+    """Whether the tokenizer lowercases (uncased BERT / MiniLM): references are then scored lowercased too,
+    or every capital letter in a reference would count as a generation error."""
+    import json
+
+    settings = Path(model_dir) / "tokenizer_config.json"
+    return bool(settings.is_file() and json.loads(settings.read_text()).get("do_lower_case", False))

@@ -4,25 +4,36 @@ from __future__ import annotations
 
 from tuneline.evaluation import ClassificationReport
 
+USES = {
+    "classification": "Text classification into {labels}",
+    "regression": "Predicting a number from text",
+    "seq2seq": "Generating a target text from an input text (encoder-decoder)",
+    "causal_lm": "Continuing a prompt with a response (decoder-only)",
+}
+
+
+def _table(rows: list[dict[str, object]]) -> list[str]:
+    if not rows:
+        return []
+    columns = list(rows[0])
+    return ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |",
+            *("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows)]
+
 
 def render_model_card(
-    *, model_name: str, base_model: str, base_model_hash: str, data_source: str, data_hash: str,
-    rows: dict[str, int], validation_suite: str, validation_success: bool, torch_report: ClassificationReport,
-    int8_report: ClassificationReport | None, code_version: str, device: str, steps: int, max_length: int,
-    method: str = "full", trainable_params: int | None = None, total_params: int | None = None,
+    *, model_name: str, task: str, labels: tuple[str, ...], base_model: str, base_model_hash: str, data_source: str,
+    data_hash: str, rows: dict[str, int], validation_suite: str, validation_success: bool,
+    test_metrics: dict[str, float], variants: list[dict[str, object]], served_file: str, code_version: str,
+    device: str, steps: int, max_length: int, method: str = "full", trainable_params: int | None = None,
+    total_params: int | None = None, classification: ClassificationReport | None = None,
 ) -> str:
-    """Intended use, data, training, metrics of both models, and the limits the numbers show."""
-
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f}"
-
-    weakest = min(torch_report.per_class.items(), key=lambda item: item[1]["recall"])
+    """Intended use, data, training, the test metrics of every exported variant, and the limits the numbers show."""
+    use = USES[task].format(labels=", ".join(f"`{label}`" for label in labels))
     lines = [
         f"# {model_name}",
         "",
         "## Intended use",
-        f"Text classification into {', '.join(f'`{label}`' for label in torch_report.labels)}, for text like "
-        f"the training data below. Served as the INT8 ONNX model (`model.int8.onnx`) with its tokenizer "
+        f"{use}, for text like the training data below. Served as `{served_file}` with its tokenizer "
         f"(`hf_model/`); texts longer than {max_length} tokens are truncated.",
         "",
         "## Data",
@@ -38,21 +49,20 @@ def render_model_card(
         *([f"- trained parameters: {trainable_params:,} of {total_params:,} ({trainable_params / total_params:.2%})"]
           if trainable_params and total_params else []),
         "",
-        f"## Metrics (held-out test split, {torch_report.rows} rows)",
-        "| model | accuracy | macro-F1 | weighted F1 | ROC-AUC |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, report in (("PyTorch FP32", torch_report), ("ONNX INT8", int8_report)):
-        if report is not None:
-            lines.append(f"| {name} | {pct(report.accuracy)} | {pct(report.macro_f1)} | "
-                         f"{pct(report.weighted_f1)} | {pct(report.roc_auc)} |")
-    lines += [
+        f"## Metrics (held-out test split, {rows['test']} rows)",
+        "PyTorch model: " + ", ".join(f"{name} {value:.4f}" for name, value in test_metrics.items()) + ".",
+        "",
+        "Each exported variant, measured on the machine that trained it:",
+        "",
+        *_table(variants),
         "",
         "## Limits",
-        f"- Measured on {torch_report.rows} test rows from the same source as the training data; "
+        f"- Measured on {rows['test']} test rows from the same source as the training data; "
         "other domains or writing styles were not evaluated.",
-        f"- Weakest class: `{weakest[0]}` (recall {pct(weakest[1]['recall'])}%, "
-        f"{weakest[1]['support']} test rows).",
-        "- Per-slice metrics and the highest-loss examples are in the run's `evaluation/` folder.",
     ]
+    if classification is not None:
+        weakest = min(classification.per_class.items(), key=lambda item: item[1]["recall"])
+        lines.append(f"- Weakest class: `{weakest[0]}` (recall {100 * weakest[1]['recall']:.2f}%, "
+                     f"{weakest[1]['support']} test rows).")
+    lines.append("- Per-slice metrics and the worst examples are in the run's `evaluation/` folder.")
     return "\n".join(lines) + "\n"

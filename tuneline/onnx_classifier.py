@@ -26,16 +26,10 @@ class OnnxClassifier:
 
     def __init__(self, onnx_path: Path | str, tokenizer_dir: Path | str, max_length: int, threads: int | None = None):
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         tokenizer_dir = Path(tokenizer_dir)
         self.max_length = max_length
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-        settings = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
-        pad_token = settings.get("pad_token") or "[PAD]"
-        pad_id = self.tokenizer.token_to_id(pad_token)
-        self.tokenizer.enable_truncation(max_length=max_length)
-        self.tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=pad_token)
+        self.encode_texts = self.text_encoder(tokenizer_dir, max_length)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -46,14 +40,31 @@ class OnnxClassifier:
         classes = self.session.get_outputs()[0].shape[-1]
         self.labels = tuple(id2label.get(str(i), f"LABEL_{i}") for i in range(classes))
 
+    @staticmethod
+    def text_encoder(tokenizer_dir: Path, max_length: int):
+        """texts -> token ids, attention mask and token types (int64), padded to the batch's longest text."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+        settings = json.loads((Path(tokenizer_dir) / "tokenizer_config.json").read_text())
+        pad_token = settings.get("pad_token") or "[PAD]"
+        pad_id = tokenizer.token_to_id(pad_token)
+        tokenizer.enable_truncation(max_length=max_length)
+        tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=pad_token)
+
+        def encode(texts: list[str]) -> dict[str, np.ndarray]:
+            encodings = tokenizer.encode_batch(list(texts))
+            return {
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            }
+
+        return encode
+
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Token ids, attention mask and token types, padded to the batch's longest text."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        arrays = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
+        arrays = self.encode_texts(texts)
         return {name: arrays[name] for name in self.input_names}
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -66,6 +77,12 @@ class OnnxClassifier:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         parts = [softmax(self.logits(self.encode(texts[i : i + batch_size]))) for i in range(0, len(texts), batch_size)]
         return np.concatenate(parts)
+
+    def predict_values(self, texts: list[str], batch_size: int = 64) -> list[float]:
+        """A regression model's prediction for each text (its single output)."""
+        texts = list(texts)
+        parts = [self.logits(self.encode(texts[i : i + batch_size]))[:, 0] for i in range(0, len(texts), batch_size)]
+        return [float(v) for v in np.concatenate(parts)] if parts else []
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:
         """`(label, probability)` of the most likely class for each text."""

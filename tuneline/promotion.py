@@ -8,20 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuneline.config import PromotionConfig
+from tuneline.config import LOWER_IS_BETTER, PromotionConfig
 
 
 @dataclass(frozen=True)
 class ModelMetrics:
-    """Test metrics of one version on one test split (fractions, not percent)."""
+    """Test metrics of one version on one test split: `{"accuracy": 0.91, "macro_f1": 0.90}`, `{"mse": ...}`.
 
-    accuracy: float
-    macro_f1: float
-    int8_accuracy: float | None = None
+    Fractions, except BLEU (0-100) and errors in the target's own unit.
+    """
+
+    values: dict[str, float]
     test_hash: str | None = None  # content hash of the test split they were measured on
 
     def get(self, name: str) -> float:
-        return getattr(self, name)
+        if name not in self.values:
+            raise KeyError(f"no test metric {name!r} recorded; recorded: {sorted(self.values)}")
+        return self.values[name]
 
 
 @dataclass(frozen=True)
@@ -42,34 +45,37 @@ class Decision:
 def decide(candidate: ModelMetrics, champion: ModelMetrics | None, policy: PromotionConfig) -> Decision:
     """Promote only if the candidate is no worse than the champion on the same test data.
 
-    Checks, all of which must pass: the INT8 copy kept its accuracy; the
-    primary metric improved by at least `min_improvement`; no guarded metric
-    dropped by more than `max_guarded_drop`. Every check adds a reason,
-    passed or failed, so a hold explains itself.
+    Checks, all of which must pass: the primary metric improved by at least
+    `min_improvement`; no guarded metric got worse by more than
+    `max_guarded_drop`. For errors (mse, mae) lower is better, so improving
+    means going down. Every check adds a reason, passed or failed, so a hold
+    explains itself. (Whether the INT8 copy kept its accuracy was checked
+    before registration: `tuneline.variants.check_quantized`.)
     """
     failed: list[str] = []
     passed: list[str] = []
-    if candidate.int8_accuracy is not None:
-        loss = candidate.accuracy - candidate.int8_accuracy
-        line = (f"INT8 accuracy {candidate.int8_accuracy:.4f} vs PyTorch {candidate.accuracy:.4f}: "
-                f"loss {loss:+.4f}, allowed {policy.max_int8_accuracy_drop:.4f}")
-        (failed if loss > policy.max_int8_accuracy_drop + 1e-12 else passed).append(line)
     if champion is None:
-        passed.append("no version holds champion yet")
-        return Decision(promote=not failed, reasons=tuple(failed + passed))
+        return Decision(promote=True, reasons=("no version holds champion yet",))
     if candidate.test_hash and champion.test_hash and candidate.test_hash != champion.test_hash:
         raise ValueError(
             "candidate and champion metrics come from different test splits; re-evaluate the champion "
             "on the candidate's test split before deciding"
         )
     name = policy.primary_metric
-    gain = candidate.get(name) - champion.get(name)
+    gain = _gain(name, candidate, champion)
     line = (f"{name} {candidate.get(name):.4f} vs champion {champion.get(name):.4f}: "
-            f"change {gain:+.4f}, required at least {policy.min_improvement:+.4f}")
+            f"{'improvement' if name in LOWER_IS_BETTER else 'change'} {gain:+.4f}, "
+            f"required at least {policy.min_improvement:+.4f}")
     (failed if gain < policy.min_improvement - 1e-12 else passed).append(line)
     for guarded in policy.guarded_metrics:
-        drop = champion.get(guarded) - candidate.get(guarded)
+        drop = -_gain(guarded, candidate, champion)
         line = (f"{guarded} {candidate.get(guarded):.4f} vs champion {champion.get(guarded):.4f}: "
-                f"drop {drop:+.4f}, allowed {policy.max_guarded_drop:.4f}")
+                f"{'worse by' if guarded in LOWER_IS_BETTER else 'drop'} {drop:+.4f}, allowed {policy.max_guarded_drop:.4f}")
         (failed if drop > policy.max_guarded_drop + 1e-12 else passed).append(line)
     return Decision(promote=not failed, reasons=tuple(failed + passed))
+
+
+def _gain(name: str, candidate: ModelMetrics, champion: ModelMetrics) -> float:
+    """How much better the candidate is on `name`: positive is better, whichever way the metric points."""
+    difference = candidate.get(name) - champion.get(name)
+    return -difference if name in LOWER_IS_BETTER else difference

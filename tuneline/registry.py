@@ -137,14 +137,13 @@ def finish_run(run_id: str, failed: bool = False, error: str | None = None) -> N
     mlflow_client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
 
-def _signature():
+def _signature(task: str = "classification"):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(
-        inputs=Schema([ColSpec("string", "text")]),
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
-    )
+    outputs = {"regression": [ColSpec("double", "value")], "seq2seq": [ColSpec("string", "generated")],
+               "causal_lm": [ColSpec("string", "generated")]}.get(task, [ColSpec("string", "label"), ColSpec("double", "score")])
+    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
 
 
 def _requirements() -> list[str]:
@@ -162,6 +161,9 @@ def register_model(
     max_length: int,
     tags: dict[str, Any],
     description: str,
+    extras: dict[str, Path] | None = None,
+    task: str = "classification",
+    generation: dict[str, Any] | None = None,
 ) -> RegisteredVersion:
     """Log the model files as one MLflow model, then create the registry version in a single call.
 
@@ -169,11 +171,16 @@ def register_model(
     model.int8.onnx, model_card.md (= `description`), and `tags` (lineage, metrics). Either the whole
     version exists afterwards, or none does. MLflow keeps each file's or
     folder's own name under `artifacts/`, so pass them named `hf_model/`,
-    `model.onnx` and `model.int8.onnx`: that is the layout serving reads.
+    `model.onnx` and `model.int8.onnx`: that is the layout serving reads. `extras` adds more
+    files or folders under their own names (`model.int8.pt`, `triton/`), keyed by artifact name.
+    A generative model's ONNX files are the folders `generator/` and `generator.int8/`, and
+    `generation` (the decoding settings) travels in the model's config.
     """
-    expected = {"hf_model": model_dir.name, "model.onnx": onnx_path.name}
+    generative = task in ("seq2seq", "causal_lm")
+    fp32_name, int8_name = ("generator", "generator.int8") if generative else ("model.onnx", "model.int8.onnx")
+    expected = {"hf_model": model_dir.name, fp32_name: onnx_path.name}
     if int8_path is not None:
-        expected["model.int8.onnx"] = int8_path.name
+        expected[int8_name] = int8_path.name
     misnamed = {want: got for want, got in expected.items() if want != got}
     if misnamed:
         raise RegistrationError(f"model files must be named {sorted(misnamed)}, got {sorted(misnamed.values())}")
@@ -183,6 +190,7 @@ def register_model(
     card = model_dir.parent / "model_card.md"  # `description` travels with the files too
     card.write_text(description)
     artifacts["model_card"] = str(card)
+    artifacts |= {key: str(path) for key, path in (extras or {}).items()}
     _point_fluent_api_at_store()
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
@@ -190,11 +198,11 @@ def register_model(
             # Models from code: the file is stored with the model, no cloudpickle of a live object.
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             artifacts=artifacts,
-            signature=_signature(),
+            signature=_signature(task),
             # MLflow loads the logged model and predicts on this: a model that cannot serve is never registered.
             input_example=pd.DataFrame({"text": ["a short example review"]}),
             pip_requirements=_requirements(),
-            model_config={"max_length": max_length},
+            model_config={"max_length": max_length, "task": task, "generation": generation or {}},
         )
     mlflow_client = client()
     try:

@@ -17,8 +17,10 @@ class RetrainSummary:
     data_source: str
     data_hash: str
     rows: dict[str, int]  # raw, clean, dropped, train, validation, test
-    torch_metrics: dict[str, float]  # accuracy, macro_f1 on the test split
+    task: str
+    torch_metrics: dict[str, float]  # the task's test metrics (accuracy, macro_f1 / mse, mae, r2 / bleu, rouge...)
     int8_metrics: dict[str, float] | None
+    variants: list[dict[str, object]]  # one table row per exported variant (size, latency, rows/s, metrics)
     onnx_bytes: int
     int8_bytes: int | None
     parity_max_abs_diff: float
@@ -32,23 +34,19 @@ class RetrainSummary:
         return f"mlflow ui --backend-store-uri {self.tracking_uri}  (then open http://127.0.0.1:5000)"
 
     def to_markdown(self) -> str:
-        def pct(metrics: dict[str, float] | None, key: str) -> str:
-            return f"{100 * metrics[key]:.2f}" if metrics else "n/a"
-
-        def mb(size: int | None) -> str:
-            return f"{size / 1e6:.1f} MB" if size else "n/a"
-
         rows = self.rows
+        columns = list(self.variants[0]) if self.variants else []
+        table = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |",
+                 *("| " + " | ".join(str(v.get(c, "")) for c in columns) + " |" for v in self.variants)]
         return "\n".join(
             [
-                f"## {self.model_name} version {self.version} -> `{self.alias}`",
+                f"## {self.model_name} version {self.version} -> `{self.alias}` ({self.task})",
                 "",
-                "| model | test accuracy (%) | test macro-F1 (%) | size |",
-                "| --- | --- | --- | --- |",
-                f"| PyTorch FP32 | {pct(self.torch_metrics, 'accuracy')} | {pct(self.torch_metrics, 'macro_f1')} | safetensors |",
-                f"| ONNX FP32 | parity max abs diff {self.parity_max_abs_diff:.1e} (tolerance {self.parity_atol:.0e}) | | {mb(self.onnx_bytes)} |",
-                f"| ONNX INT8 | {pct(self.int8_metrics, 'accuracy')} | {pct(self.int8_metrics, 'macro_f1')} | {mb(self.int8_bytes)} |",
+                "Test split, PyTorch model: " + ", ".join(f"{k} {v:.4f}" for k, v in self.torch_metrics.items()),
                 "",
+                *(table if self.variants else []),
+                "",
+                f"ONNX parity: max abs diff {self.parity_max_abs_diff:.1e} (tolerance {self.parity_atol:.0e}).",
                 "Gate: " + "; ".join(self.gate_reasons),
                 "",
                 f"Data: `{self.data_source}` (sha256 `{self.data_hash[:12]}`): {rows['raw']} rows read, "

@@ -16,6 +16,12 @@ EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 EXAMPLE_ROWS = 5
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """repr of a value, long texts (a generation target, a document) cut so a message stays readable."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 12]}...({len(str(value))} chars)"
+
+
 @dataclass(frozen=True)
 class ExpectationOutcome:
     expectation: str
@@ -33,7 +39,7 @@ class ExpectationOutcome:
         if self.observed_value is not None:
             detail.append(f"observed {self.observed_value}")
         if self.example_rows:
-            detail.append("e.g. " + "; ".join(", ".join(f"{k}={v!r}" for k, v in r.items()) for r in self.example_rows))
+            detail.append("e.g. " + "; ".join(", ".join(f"{k}={_short(v)}" for k, v in r.items()) for r in self.example_rows))
         return f"{self.expectation}{where}: " + (", ".join(detail) or "failed")
 
 
@@ -117,11 +123,22 @@ def _outcome(result: Any) -> ExpectationOutcome:
     )
 
 
-def validate_frame(frame: pd.DataFrame, suite: str, allowed_labels: list[str]) -> ValidationReport:
-    """Run the suite on the frame; return every expectation's outcome (does not raise on failure)."""
+def validate_frame(
+    frame: pd.DataFrame, suite: str, allowed_labels: list[str] | None = None, task: str = "classification"
+) -> ValidationReport:
+    """Run the suite on the frame; return every expectation's outcome (does not raise on failure).
+
+    `allowed_labels` fills the suite parameter `allowed_labels` (classification suites).
+    For `regression` the suite also sees `label_value`, the label parsed as a float (NaN
+    where it is not a number), so a suite can bound the target with
+    `expect_column_values_to_be_between` on that column.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.exceptions import SuiteParameterError
 
+    if task == "regression" and "label" in frame.columns:
+        frame = frame.assign(label_value=pd.to_numeric(frame["label"], errors="coerce").astype(float))
     suite_path = resolve_suite_path(suite)
     expectation_suite = load_suite(suite_path)
     context = gx.get_context(mode="ephemeral")
@@ -134,11 +151,17 @@ def validate_frame(frame: pd.DataFrame, suite: str, allowed_labels: list[str]) -
     )
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
     index_columns = ["row"] if "row" in frame.columns else []
-    result = batch.validate(
-        expectation_suite,
-        expectation_parameters={"allowed_labels": list(allowed_labels)},
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns},
-    )
+    try:
+        result = batch.validate(
+            expectation_suite,
+            expectation_parameters={} if allowed_labels is None else {"allowed_labels": list(allowed_labels)},
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns},
+        )
+    except SuiteParameterError as exc:
+        raise ConfigError(
+            f"expectation suite {suite!r} needs a parameter this {task} run does not give ({exc}); "
+            "a classification suite takes allowed_labels: check data.expectation_suite matches the task"
+        ) from None
     outcomes = tuple(_outcome(r) for r in result.results)
     return ValidationReport(
         suite=expectation_suite.name,

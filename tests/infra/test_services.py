@@ -52,7 +52,9 @@ def test_retrain_against_real_prefect_and_mlflow_servers(services, tmp_path):
     env.pop("PREFECT_HOME", None)
     cli = str(Path(sys.executable).with_name("tuneline"))
     run = subprocess.run(
-        [cli, "retrain", "train.max_steps=2", "train.max_length=64", "registry.model_name=served-e2e"],
+        # 2 steps: near chance, so the INT8 accuracy check (tested on its own) must not decide the outcome
+        [cli, "retrain", "train.max_steps=2", "train.max_length=64", "registry.model_name=served-e2e",
+         "export.max_accuracy_drop=1.0"],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -96,3 +96,11 @@ def test_a_resolved_generation_config_round_trips(tmp_path):
     config = load_config(overrides=["task=causal_lm", "train.method=lora", "train.lora.target_modules=all-linear"])
     (tmp_path / "resolved.yaml").write_text(config.to_yaml())
     assert load_config(tmp_path / "resolved.yaml") == config  # what a run logs is what a re-run loads
+
+
+def test_export_settings_that_do_not_fit_the_task_fail_at_load():
+    with pytest.raises(ConfigError, match="export.quantization static covers classification and regression"):
+        load_config(overrides=["task=seq2seq", "data.label_column=target", "export.quantization=static"])
+    with pytest.raises(ConfigError, match="data.labels lists classes; task regression has none"):
+        load_config(overrides=["task=regression", "data.labels=[a, b]"])
+    assert load_config(overrides=["task=regression", "export.quantization=static"]).export.calibration_rows == 128

@@ -1,6 +1,7 @@
 import hashlib
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,9 +14,11 @@ from tuneline.data import (
     clean_text,
     label_names,
     load_dataset,
+    regression_targets,
     split_dataset,
+    target_bins,
 )
-from tuneline.errors import DataLoadError, SplitError
+from tuneline.errors import ConfigError, DataLoadError, DataValidationError, SplitError
 from tuneline.sample_data import SAMPLE_PATH, generate_reviews
 
 
@@ -141,3 +144,114 @@ def test_disjointness_check_catches_a_shared_text():
     leaky = SplitResult(train=frame, validation=frame.head(2), test=frame.tail(2), labels=("negative", "positive"))
     with pytest.raises(SplitError, match="both train and validation"):
         check_disjoint(leaky)
+
+
+# Regression and generation tasks -------------------------------------------------------------------------------
+
+
+def _scores(n: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Texts with a numeric score; the top tenth extreme, so stratification has a tail to spread."""
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.normal(3, 0.5, n - n // 10), rng.normal(40, 1, n // 10)]).round(3)
+    return pd.DataFrame({"row": range(n), "text": [f"review number {i}" for i in range(n)],
+                         "label": [repr(float(v)) for v in values]})
+
+
+def test_regression_labels_are_canonical_numbers_whatever_the_format(tmp_path):
+    source = pd.DataFrame({"text": ["a b", "c d", "e f", "g h"], "score": [3, 2.5, -1, 1e20]})
+    source.to_parquet(tmp_path / "d.parquet")  # floats: 3.0
+    (tmp_path / "d.csv").write_text("text,score\na b,3\nc d,2.50\ne f,-1\ng h,1e20\n")  # as typed: "3"
+    parquet = load_dataset(str(tmp_path / "d.parquet"), "text", "score", task="regression")
+    csv = load_dataset(str(tmp_path / "d.csv"), "text", "score", task="regression")
+    assert list(csv.frame["label"]) == ["3.0", "2.5", "-1.0", "1e+20"]
+    assert csv.content_hash == parquet.content_hash
+    # Classification keeps labels as written: "3" is a class name.
+    assert load_dataset(str(tmp_path / "d.csv"), "text", "score").frame["label"][0] == "3"
+
+
+def test_regression_label_that_is_not_a_number_reaches_validation_and_is_named(tmp_path):
+    (tmp_path / "d.csv").write_text("text,score\na b,3\nc d,four\ne f,nan\ng h,1e999\n")
+    frame = load_dataset(str(tmp_path / "d.csv"), "text", "score", task="regression").frame
+    assert list(frame["label"]) == ["3.0", "four", "nan", "1e999"]  # kept as written for the report
+    with pytest.raises(DataValidationError, match=r"3 of 4 regression labels.*row=1, label='four'.*row=3, label='1e999'") as caught:
+        regression_targets(frame)
+    assert caught.value.failures[0]["unexpected_count"] == 3
+    assert regression_targets(frame.iloc[[0]]).tolist() == [3.0]
+
+
+def test_regression_cleaning_averages_duplicate_texts():
+    frame = pd.DataFrame({"row": range(5), "text": ["good phone", "<p>good   phone</p>", "bad phone", "bad phone", "ok"],
+                          "label": ["4.0", "2.0", "1.0", "1.0", "3.0"]})
+    result = clean_dataset(frame, task="regression")
+    assert list(result.frame["text"]) == ["good phone", "bad phone", "ok"]
+    assert list(result.frame["label"]) == ["3.0", "1.0", "3.0"]  # mean of 4 and 2; 1 and 1 unchanged
+    reasons = dict(zip(result.dropped["row"], result.dropped["reason"]))
+    assert reasons == {1: "duplicate of row 0; labels averaged into it", 3: "duplicate of row 2"}
+    frame.loc[4, "label"] = "n/a"
+    with pytest.raises(DataValidationError, match="row=4, label='n/a'"):
+        clean_dataset(frame, task="regression")
+
+
+def test_classification_cleaning_names_a_conflicting_label():
+    frame = pd.DataFrame({"row": range(3), "text": ["good", "good", "bad"], "label": ["positive", "negative", "negative"]})
+    result = clean_dataset(frame)
+    assert list(result.frame["label"]) == ["positive", "negative"]
+    assert result.dropped["reason"].tolist() == ["duplicate of row 0 with label 'negative'; row 0's label 'positive' kept"]
+
+
+@pytest.mark.parametrize("task", ["seq2seq", "causal_lm"])
+def test_generation_cleaning_keeps_targets_verbatim_and_several_references(task):
+    frame = pd.DataFrame({
+        "row": range(6),
+        "text": ["<b>Fix</b> the  bug", "fix the bug", "fix the bug", "summarise it", "explain", "hi there"],
+        "label": ["Step 1:\n  Read <the> log", "patch it", "Step 1:\n  Read <the> log", "It, in SHORT.", "   ", None],
+    })
+    result = clean_dataset(frame, task=task)
+    assert list(result.frame["text"]) == ["Fix the bug", "fix the bug", "fix the bug", "summarise it"]
+    # Case, newlines, indentation and angle brackets of a target are what the model must learn to write.
+    assert list(result.frame["label"]) == ["Step 1:\n  Read <the> log", "patch it", "Step 1:\n  Read <the> log", "It, in SHORT."]
+    reasons = dict(zip(result.dropped["row"], result.dropped["reason"]))
+    assert reasons == {4: "empty target", 5: "empty target"}
+    exact = clean_dataset(pd.concat([frame, frame.iloc[[3]].assign(row=6)], ignore_index=True), task=task)
+    assert dict(zip(exact.dropped["row"], exact.dropped["reason"]))[6] == "duplicate of row 3"
+
+
+def test_regression_split_spreads_the_tails_and_has_no_labels():
+    frame = _scores(200)
+    extreme = lambda part: int((part["label"].astype(float) > 20).sum())  # noqa: E731
+    result = split_dataset(frame, (), 0.8, 0.1, 0.1, seed=0, task="regression")
+    assert result.labels == ()
+    assert result.sizes() == {"train": 160, "validation": 20, "test": 20}
+    assert [extreme(p) for p in result.parts().values()] == [16, 2, 2]  # the top decile is one quantile bin
+    again = split_dataset(frame, (), 0.8, 0.1, 0.1, seed=0, task="regression")
+    assert list(again.test["row"]) == list(result.test["row"])
+    # A plain shuffle gives the test split anywhere from none to several of the tail; stratified, always its share.
+    unstratified = {extreme(split_dataset(frame, (), 0.8, 0.1, 0.1, seed=s, stratify=False, task="regression").test)
+                    for s in range(20)}
+    assert len(unstratified) > 2
+    assert all(extreme(split_dataset(frame, (), 0.8, 0.1, 0.1, seed=s, task="regression").test) == 2 for s in range(20))
+
+
+def test_target_bins_fall_back_when_the_target_is_concentrated():
+    assert target_bins(np.ones(100), 10) is None
+    bins = target_bins(np.array([1.0] * 80 + list(range(2, 22))), 10)
+    assert bins is not None and np.bincount(bins).min() >= 10
+    constant = _scores(40).assign(label="2.0")
+    assert split_dataset(constant, (), 0.8, 0.1, 0.1, seed=0, task="regression").sizes() == {"train": 32, "validation": 4, "test": 4}
+
+
+def test_generation_split_keeps_every_reference_of_a_text_in_one_split():
+    frame = pd.DataFrame({"row": range(90), "text": [f"message {i // 3}" for i in range(90)],
+                          "label": [f"summary {i}" for i in range(90)]})
+    result = split_dataset(frame, (), 0.8, 0.1, 0.1, seed=1, task="seq2seq")
+    assert result.labels == () and result.sizes() == {"train": 72, "validation": 9, "test": 9}
+    for part in result.parts().values():
+        assert (part["text"].value_counts() == 3).all()
+    assert sorted(pd.concat(result.parts().values())["row"]) == list(range(90))
+
+
+def test_labels_and_unknown_tasks_are_refused():
+    with pytest.raises(ConfigError, match="classification only"):
+        split_dataset(_scores(), ("low", "high"), 0.8, 0.1, 0.1, seed=0, task="regression")
+    with pytest.raises(ConfigError, match="unknown task 'ranking'"):
+        clean_dataset(_scores(), task="ranking")

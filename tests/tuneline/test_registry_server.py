@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tuneline import registry
+from tuneline.config import ExportConfig
 from tuneline.export import export_and_quantize
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +69,7 @@ def model_files(tiny_bert, tmp_path_factory):
     """hf_model/, model.onnx, model.int8.onnx of the tiny BERT, named as a version stores them."""
     folder = tmp_path_factory.mktemp("files")
     shutil.copytree(tiny_bert, folder / "hf_model")  # MLflow refuses symlinks that leave the folder
-    export_and_quantize(tiny_bert, folder, ["a short text", "another one"], 32, 17, 1e-4, "dynamic")
+    export_and_quantize(tiny_bert, folder, ExportConfig(), 32, ["a short text", "another one"])
     return folder
 
 
