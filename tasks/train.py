@@ -11,6 +11,7 @@ from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
 from tuneline.config import TrainConfig
 from tuneline.data import SplitResult
+from tuneline.distributed import fine_tune_parallel, process_count
 from tuneline.training import TrainResult, cross_validate, fine_tune, plot_curves
 
 # Trainer log keys -> the metric names the MLflow run shows.
@@ -34,7 +35,11 @@ def fine_tune_model(splits: SplitResult, config: TrainConfig, task_type: str, wo
 
     A retry resumes from the run's latest checkpoint (see train.save_steps).
     """
-    result = fine_tune(splits, config, work_dir, on_log=_forward_to(run_id), task=task_type)
+    processes = process_count(config)
+    if processes > 1:
+        result = fine_tune_parallel(splits, config, work_dir, processes, on_log=_forward_to(run_id), task=task_type)
+    else:
+        result = fine_tune(splits, config, work_dir, on_log=_forward_to(run_id), task=task_type)
     registry.log_metrics(run_id, {
         "train_seconds": result.seconds, "train_steps": result.steps, "mean_train_loss": result.train_loss,
         "params_trainable": result.trainable_params, "params_total": result.total_params,
@@ -42,6 +47,7 @@ def fine_tune_model(splits: SplitResult, config: TrainConfig, task_type: str, wo
         **{f"final_validation_{k}": v for k, v in result.validation_metrics.items()},
     })
     registry.set_tags(run_id, {"device": result.device, "precision": result.precision, "method": result.method,
+                               "processes": processes,
                                "base_model_source": result.base_model_source,
                                "resumed_from_step": result.resumed_from_step or "", "stopped_early": result.stopped_early})
     registry.log_artifact(run_id, plot_curves(result.history, work_dir / "training_curves.png"), "training")

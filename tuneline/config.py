@@ -165,6 +165,11 @@ class TrainConfig(_Section):
     )
     seed: int = Field(42, description="Seed of initialisation, data order and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` uses CUDA when present.")
+    processes: int | None = Field(
+        None, ge=1, le=64,
+        description="Data-parallel worker processes (torchrun, DDP): each takes batch_size rows per step. Empty: one "
+        "per GPU when several are visible, else 1. Above 1 on CPU it runs gloo DDP (useful to check a setup).",
+    )
     logging_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
 
     @model_validator(mode="after")

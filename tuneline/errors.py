@@ -31,6 +31,10 @@ class SplitError(TunelineError, ValueError):
     """The data cannot be split as configured (too few rows of a label, leakage)."""
 
 
+class TrainingError(TunelineError):
+    """Fine-tuning failed in a way the message explains (e.g. a data-parallel worker died)."""
+
+
 class ExportParityError(TunelineError):
     """The exported ONNX model disagrees with PyTorch beyond the tolerance."""
 

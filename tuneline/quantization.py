@@ -78,14 +78,22 @@ def quantize_static_int8(onnx_path: Path, output_path: Path, calibration: list[d
                          method: str = "minmax", per_channel: bool = True, keep_fp32: list[str] | None = None) -> Path:
     """INT8 QDQ graph whose activation ranges were measured on `calibration` batches (graph inputs by name).
 
-    Weights and activations are signed INT8 (S8S8), the QDQ format onnxruntime recommends on x86-64.
+    Activations unsigned, weights signed (U8S8): the pair onnxruntime's x86 kernels fuse into QLinearMatMul.
+    With signed activations only half of MiniLM's MatMuls fused (the rest ran as FP32 MatMuls between Q/DQ
+    pairs, slower than FP32); with U8 all of them do (benchmarks/README.md). On CPUs without VNNI, U8S8 can
+    saturate; the accuracy check after quantization is what catches it.
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    import tempfile
+
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          create_calibrator, quantize_static)
+    from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calibration:
         raise ConfigError("static quantization needs calibration rows; export.calibration_rows is 0 or the data is empty")
     excluded = resolve_exclusions(onnx_path, keep_fp32 or [])
+    calibrate_method = getattr(CalibrationMethod, CALIBRATION_METHODS[method])
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -94,22 +102,29 @@ def quantize_static_int8(onnx_path: Path, output_path: Path, calibration: list[d
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    # Shape inference and constant folding first, as onnxruntime advises; its symbolic shape pass gives up on
-    # these graphs (dynamic sequence axis), so ONNX shape inference it is.
-    prepared = output_path.with_name(output_path.stem + ".prepared.onnx")
-    try:
+    with tempfile.TemporaryDirectory(prefix="tuneline-calibration-") as scratch:
+        # Shape inference and constant folding first, as onnxruntime advises; its symbolic shape pass gives up
+        # on these graphs (dynamic sequence axis), so ONNX shape inference it is.
+        prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(output_path), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OP_TYPES,
-            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
-            # Activations around transformer outliers: symmetric ranges waste half the INT8 codes on one side.
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "DefaultTensorType": FLOAT},
+        # The ranges are computed here rather than inside quantize_static, which gives the entropy calibrator
+        # 128 histogram bins for 128 quantized bins: one candidate threshold, the full range, i.e. minmax.
+        # 2048 bins (TensorRT's choice) let it actually search for the clipping threshold.
+        calibrator = create_calibrator(
+            prepared, QUANTIZED_OP_TYPES, augmented_model_path=str(Path(scratch) / "augmented.onnx"),
+            calibrate_method=calibrate_method,
+            extra_options={"num_bins": 2048, "num_quantized_bins": 128} if method == "entropy" else {},
         )
-    finally:
-        prepared.unlink(missing_ok=True)
-        for leftover in output_path.parent.glob("augmented_model*.onnx"):
-            leftover.unlink()  # the calibrator's scratch graph
+        calibrator.collect_data(Reader())
+        ranges = Path(scratch) / "ranges.json"
+        save_tensors_data(calibrator.compute_data(), ranges)
+        del calibrator
+        quantize_static(
+            str(prepared), str(output_path), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OP_TYPES,
+            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded, calibrate_method=calibrate_method, calibration_cache_path=ranges,
+            extra_options={"WeightSymmetric": True, "DefaultTensorType": FLOAT},
+        )
     return output_path
 
 

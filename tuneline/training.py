@@ -352,7 +352,10 @@ def fine_tune(
     outcome = trainer.train(resume_from_checkpoint=checkpoint)
     final = trainer.evaluate()
     stopped_early = bool(config.early_stopping_patience) and trainer.state.global_step < trainer.state.max_steps
-    model_dir = save_trained(trainer.model, tokenizer, task, config, source, output_dir / "hf_model")
+    model_dir = output_dir / "hf_model"
+    if trainer.is_world_process_zero():  # data-parallel workers (tuneline.distributed): one writer
+        save_trained(trainer.model, tokenizer, task, config, source, model_dir)
+    trainer.accelerator.wait_for_everyone()
     return TrainResult(
         model_dir=model_dir,
         task=task,
