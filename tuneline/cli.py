@@ -81,6 +81,36 @@ def export_version(
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="models:/NAME@alias (followed as it moves) or models:/NAME/VERSION.")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    max_batch_size: Annotated[int, typer.Option(help="Texts run together at most.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits for more requests.")] = 5.0,
+    max_inputs: Annotated[int, typer.Option(help="Texts one request may send.")] = 256,
+    max_text_chars: Annotated[int, typer.Option(help="Longest text accepted.")] = 20_000,
+    over_length: Annotated[str, typer.Option(help="reject or truncate a longer text.")] = "reject",
+    reload_interval: Annotated[float, typer.Option(help="Seconds between alias checks; 0: never.")] = 30.0,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads; default: all cores.")] = None,
+) -> None:
+    """Serve a registered version's ONNX model over HTTP (v1 predict, Open Inference Protocol v2, /metrics)."""
+    from pydantic import ValidationError
+
+    from tuneline.errors import ConfigError
+    from tuneline.serving import ServeSettings, serve as run_server
+
+    with _plain_errors():
+        try:
+            settings = ServeSettings(model_uri=model, host=host, port=port, max_batch_size=max_batch_size,
+                                     max_wait_ms=max_wait_ms, max_inputs=max_inputs, max_text_chars=max_text_chars,
+                                     over_length=over_length, reload_interval_s=reload_interval, threads=threads)
+            settings.reference()
+        except (ValidationError, ValueError) as exc:
+            raise ConfigError(f"tuneline serve: {exc}") from None
+        run_server(settings)
+
+
+@app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     reason: Annotated[str, typer.Option(help="Why; recorded on both versions.")] = "rolled back by hand",

@@ -1,0 +1,230 @@
+"""The model server, really started on loopback, serving versions from a real (SQLite) MLflow registry."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tuneline.config import ExportConfig
+from tuneline.export import export_and_quantize
+from tuneline.onnx_classifier import OnnxClassifier
+
+pytestmark = pytest.mark.e2e
+MODEL = "tiny-served"
+TEXTS = ["it works great", "broke after a day", "fine, I guess", "would buy again", "awful support"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def home(tiny_bert, tmp_path_factory):
+    """A registry holding two versions of a tiny classifier (different weights), champion on version 1."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    home = tmp_path_factory.mktemp("serving-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNELINE_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        from tuneline import registry
+
+        for seed in (0, 1):
+            folder = tmp_path_factory.mktemp(f"files-{seed}")
+            torch.manual_seed(seed)
+            model = BertForSequenceClassification.from_pretrained(tiny_bert)
+            model.classifier.reset_parameters()  # a different head per version: different predictions
+            model.save_pretrained(folder / "hf_model")
+            AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder / "hf_model")
+            export_and_quantize(folder / "hf_model", folder, ExportConfig(), 32, TEXTS)
+            run_id = registry.start_run("serving", f"v{seed}", {}, "", {})
+            registry.register_model(run_id, MODEL, folder / "hf_model", folder / "model.onnx", folder / "model.int8.onnx",
+                                    32, {"task": "classification"}, "# card")
+            registry.finish_run(run_id)
+        registry.move_alias(MODEL, registry.CHAMPION, "1", "first")
+        yield home
+
+
+def start_server(home: Path, *flags: str, token: str | None = None):
+    port = free_port()
+    env = os.environ | {"TUNELINE_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("TUNELINE_SERVE_TOKEN", None)
+    if token:
+        env["TUNELINE_SERVE_TOKEN"] = token
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("tuneline")), "serve", "--model", f"models:/{MODEL}@champion",
+         "--port", str(port), *flags],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            pytest.fail("server exited during start-up:\n" + process.stdout.read()[-3000:])
+        time.sleep(0.25)
+    process.kill()
+    pytest.fail("server did not become ready in 60 s")
+
+
+def stop(process) -> None:
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    process, url = start_server(home, "--reload-interval", "0.5", "--max-inputs", "8", "--max-text-chars", "200",
+                                "--max-wait-ms", "20")
+    yield url
+    stop(process)
+
+
+def in_process(home: Path, version: str) -> list[tuple[str, float]]:
+    from tuneline import registry
+
+    files = registry.download_version(MODEL, version, home / f"check-{version}")
+    return OnnxClassifier(files / "model.int8.onnx", files / "hf_model", 32).predict(TEXTS)
+
+
+def test_predictions_equal_in_process_onnxruntime(server, home, monkeypatch):
+    monkeypatch.setenv("TUNELINE_HOME", str(home))
+    response = httpx.post(f"{server}/v1/predict", json={"inputs": TEXTS})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["model"], body["version"], body["task"]) == (MODEL, "1", "classification")
+    expected = in_process(home, "1")
+    assert [p["label"] for p in body["predictions"]] == [label for label, _ in expected]
+    assert [p["score"] for p in body["predictions"]] == pytest.approx([score for _, score in expected], abs=1e-6)
+
+
+def test_open_inference_protocol_v2_round_trip(server):
+    assert httpx.get(f"{server}/v2/health/live").json() == {"live": True}
+    metadata = httpx.get(f"{server}/v2/models/{MODEL}").json()
+    assert metadata["versions"] == ["1"] and metadata["inputs"][0]["datatype"] == "BYTES"
+    request = {"id": "r1", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": TEXTS[:2]}]}
+    result = httpx.post(f"{server}/v2/models/{MODEL}/infer", json=request).json()
+    outputs = {o["name"]: o for o in result["outputs"]}
+    assert result["id"] == "r1" and outputs["label"]["shape"] == [2] and outputs["score"]["datatype"] == "FP32"
+    v1 = httpx.post(f"{server}/v1/predict", json={"inputs": TEXTS[:2]}).json()["predictions"]
+    assert outputs["label"]["data"] == [p["label"] for p in v1]
+
+
+@pytest.mark.parametrize(("request_kwargs", "status", "message"), [
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "json"),
+    ({"json": {"inputs": [1, 2]}}, 422, "string"),
+    ({"json": {"inputs": []}}, 422, "at least 1"),
+    ({"json": {"texts": ["a"]}}, 422, "inputs"),
+    ({"json": {"inputs": ["a"] * 9}}, 413, "at most 8 per request"),
+    ({"json": {"inputs": ["ok", "x" * 201]}}, 413, "inputs [1] are longer than 200"),
+    ({"json": {"inputs": ["ok"], "parameters": {"temperature": 0.5}}}, 422, "parameters apply to generation"),
+    ({"content": b"x" * 2_100_000, "headers": {"content-type": "application/json"}}, 413, "over the limit"),
+])
+def test_bad_input_gets_a_4xx_with_a_message(server, request_kwargs, status, message):
+    response = httpx.post(f"{server}/v1/predict", **request_kwargs)
+    assert response.status_code == status
+    assert message in response.text.lower() or message in response.text
+
+
+def test_unknown_model_name_is_404(server):
+    response = httpx.post(f"{server}/v2/models/other/infer",
+                          json={"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]})
+    assert response.status_code == 404 and f"this server serves '{MODEL}'" in response.text
+
+
+def test_concurrent_requests_are_batched_and_counted(server):
+    def one(_):
+        return httpx.post(f"{server}/v1/predict", json={"inputs": TEXTS[:1]}, timeout=30).status_code
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = httpx.get(f"{server}/metrics").text
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(one, range(64)))
+    assert statuses == [200] * 64
+    after = httpx.get(f"{server}/metrics").text
+
+    def value(text: str, name: str) -> float:
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+    calls = value(after, "tuneline_batch_texts_count") - value(before, "tuneline_batch_texts_count")
+    texts = value(after, "tuneline_batch_texts_sum") - value(before, "tuneline_batch_texts_sum")
+    assert texts == 64 and calls < 64  # some model calls served several requests
+    assert 'tuneline_model_version{model="tiny-served"}' in after
+
+
+def test_a_promotion_during_traffic_is_picked_up_with_no_failed_request(server, home, monkeypatch):
+    monkeypatch.setenv("TUNELINE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from tuneline import registry
+
+    seen, failures, done = [], [], threading.Event()
+
+    def traffic():
+        with httpx.Client(timeout=30) as client:
+            while not done.is_set():
+                response = client.post(f"{server}/v1/predict", json={"inputs": TEXTS})
+                (seen if response.status_code == 200 else failures).append(
+                    response.json()["version"] if response.status_code == 200 else response.text)
+
+    workers = [threading.Thread(target=traffic) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1)
+    registry.move_alias(MODEL, registry.CHAMPION, "2", "better")
+    deadline = time.time() + 30
+    while httpx.get(f"{server}/v2/models/{MODEL}").json()["versions"] != ["2"] and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    done.set()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    assert "1" in seen and seen[-1] == "2"
+    after = httpx.post(f"{server}/v1/predict", json={"inputs": TEXTS}).json()["predictions"]
+    assert [p["label"] for p in after] == [label for label, _ in in_process(home, "2")]
+    registry.move_alias(MODEL, registry.CHAMPION, "1", "back")  # leave the module's state as found
+
+
+def test_bearer_token_is_required_when_configured(home):
+    process, url = start_server(home, "--reload-interval", "0", token="s3cret")
+    try:
+        body = {"inputs": ["hello"]}
+        assert httpx.post(f"{url}/v1/predict", json=body).status_code == 401
+        assert httpx.post(f"{url}/v1/predict", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert httpx.post(f"{url}/v1/predict", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200  # probes stay open
+    finally:
+        stop(process)
+
+
+def test_the_serving_path_imports_neither_torch_nor_prefect(home):
+    script = f"""
+import sys
+from tuneline.serving import ServeSettings, create_app, load_model
+model = load_model({MODEL!r}, "1")
+create_app(ServeSettings(model_uri="models:/{MODEL}@champion"))
+print(model.predict(["fine"], {{}}))
+heavy = sorted({{"torch", "prefect", "transformers"}} & set(sys.modules))
+assert not heavy, heavy
+"""
+    env = os.environ | {"TUNELINE_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "label" in run.stdout
