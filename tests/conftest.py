@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -139,3 +140,41 @@ def scored_splits() -> SplitResult:
     frame = pd.DataFrame(rows)
     return SplitResult(train=frame[:28].reset_index(drop=True), validation=frame[28:34].reset_index(drop=True),
                        test=frame[34:].reset_index(drop=True), labels=())
+
+
+@contextlib.contextmanager
+def running_mlflow_server(folder: Path):
+    """A real `mlflow server` on a free loopback port (SQLite, proxied artifacts under `folder`); yields its URI."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+         "--artifacts-destination", str(folder / "artifacts")],
+        env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"{uri}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, "mlflow server exited during start-up"
+            time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not become healthy in 60 s")
+        yield uri
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

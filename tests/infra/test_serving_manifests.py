@@ -25,6 +25,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.conftest import running_mlflow_server
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = ROOT / "infra" / "serving"
 # Training needs them; the image must not carry them. Full mlflow adds the tracking server, sklearn and scipy.
@@ -329,26 +331,7 @@ def tracking_server(tmp_path_factory, tiny_bert):
     from tuneline.export import export_and_quantize
 
     folder = tmp_path_factory.mktemp("tracking-server")
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--artifacts-destination", str(folder / "artifacts")],
-        env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"{uri}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, "mlflow server exited during start-up"
-            time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not become healthy in 60 s")
+    with running_mlflow_server(folder) as uri:
         files = folder / "files"
         shutil.copytree(tiny_bert, files / "hf_model")
         export_and_quantize(files / "hf_model", files, ExportConfig(), 32, ["a short text", "another one"])
@@ -360,9 +343,6 @@ def tracking_server(tmp_path_factory, tiny_bert):
             registry.finish_run(run_id)
             registry.move_alias("served", registry.CHAMPION, "1", "image test")
         yield uri
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
 
 
 @pytest.mark.e2e  # starts a real MLflow server, like the registry's server tests
