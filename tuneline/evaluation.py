@@ -158,19 +158,6 @@ def sliced_metrics(frame: pd.DataFrame, probabilities: np.ndarray, labels: tuple
     return pd.DataFrame(rows)
 
 
-def side_by_side(reports: dict[str, ClassificationReport | RegressionReport | GenerationReport]) -> list[dict[str, object]]:
-    """One row per model variant: the table that shows what quantization cost."""
-    rows: list[dict[str, object]] = []
-    for name, r in reports.items():
-        if isinstance(r, ClassificationReport):
-            rows.append({"model": name, "rows": r.rows, "accuracy": round(r.accuracy, 4), "macro_f1": round(r.macro_f1, 4),
-                         "weighted_f1": round(r.weighted_f1, 4), "roc_auc": None if r.roc_auc is None else round(r.roc_auc, 4),
-                         "log_loss": round(r.log_loss, 4)})
-        else:
-            rows.append({"model": name, "rows": r.rows} | {k: round(v, 4) for k, v in r.metrics().items()})
-    return rows
-
-
 # Regression ------------------------------------------------------------------------------------------------------
 
 

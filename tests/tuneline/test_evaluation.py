@@ -11,7 +11,6 @@ from tuneline.evaluation import (
     plot_predicted_vs_true,
     regression_report,
     sentence_rouge_l,
-    side_by_side,
     sliced_generation_metrics,
     sliced_metrics,
     sliced_regression_metrics,
@@ -146,13 +145,6 @@ def test_regression_slices_by_column_and_length():
 def test_predicted_vs_true_plot_is_a_png(tmp_path):
     path = plot_predicted_vs_true(np.array([1.0, 2.0, 3.0]), np.array([1.5, 2.0, 2.5]), tmp_path / "scatter.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_side_by_side_takes_regression_and_generation_reports():
-    table = side_by_side({"PyTorch FP32": regression_report([1.0, 2.0, 3.0], [1.0, 2.0, 3.5]),
-                          "ONNX INT8": regression_report([1.0, 2.0, 3.0], [1.0, 2.5, 3.5])})
-    assert table[0] == {"model": "PyTorch FP32", "rows": 3, "mse": 0.0833, "mae": 0.1667, "r2": 0.875}
-    assert table[1]["mse"] > table[0]["mse"]
 
 
 # Generation ------------------------------------------------------------------------------------------------------
