@@ -57,10 +57,11 @@ def register_minilm(home: Path, name: str) -> str:
 
 def in_process(model_uri: str, texts: list[str], batch: int, threads: int | None) -> float:
     """Rows/s of the served ONNX file called directly, batches of `batch`, tokenization included."""
-    from tuneline.serving import ServeSettings, load_model, resolve_version
+    from tuneline import registry
+    from tuneline.serving import ServeSettings, load_model
 
     name, reference = ServeSettings(model_uri=model_uri).reference()
-    model = load_model(name, resolve_version(name, reference), threads)
+    model = load_model(name, str(registry.resolve_version(name, reference).version), threads)
     model.predict(texts[:batch], {})  # warm-up
     start = time.perf_counter()
     for offset in range(0, len(texts), batch):

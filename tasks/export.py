@@ -10,9 +10,9 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
-from tuneline.config import ExportConfig, GenerationConfig
+from tuneline.config import GENERATIVE_TASKS, ExportConfig, GenerationConfig
+from tuneline.data import regression_targets
 from tuneline.export import ExportResult, export_and_quantize, export_generative_and_quantize
-from tuneline.export_generative import GENERATIVE_TASKS
 from tuneline.triton import write_triton_repository
 from tuneline.variants import VariantResult, check_quantized, compare_generative_variants, compare_variants
 
@@ -49,7 +49,7 @@ def compare_exported(model_dir: Path, test: pd.DataFrame, labels: tuple[str, ...
                                                list(test["text"]), list(test["label"]), generation or GenerationConfig(),
                                                max_length, batch_size)
     else:
-        targets = list(test["label"]) if task_type == "classification" else [float(v) for v in test["label"]]
+        targets = list(test["label"]) if task_type == "classification" else list(regression_targets(test))
         variants = compare_variants(task_type, model_dir, exported.onnx_path, exported.int8_path,
                                     exported.quantization, list(test["text"]), targets, labels, max_length, batch_size)
     table = [v.row(task_type, variants[0]) for v in variants]

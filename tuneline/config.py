@@ -70,6 +70,7 @@ class SplitConfig(_Section):
 
 
 Task = Literal["classification", "regression", "seq2seq", "causal_lm"]
+GENERATIVE_TASKS = ("seq2seq", "causal_lm")  # `label` holds the target text; the model generates
 Method = Literal["full", "lora", "qlora", "prefix_tuning", "prompt_tuning", "ia3"]
 PEFT_METHODS = ("lora", "qlora", "prefix_tuning", "prompt_tuning", "ia3")
 PROMPT_METHODS = ("prefix_tuning", "prompt_tuning")  # virtual tokens: nothing to merge into the base
@@ -361,10 +362,10 @@ class RetrainConfig(_Section):
                              "empty (unset) or name the head (e.g. [classifier])")
         if self.data.labels is not None and task != "classification":
             raise ValueError(f"data.labels lists classes; task {task} has none: leave data.labels empty")
-        if task in ("seq2seq", "causal_lm") and self.export.optimize:
+        if task in GENERATIVE_TASKS and self.export.optimize:
             raise ValueError("export.optimize fuses BERT-family encoder graphs (classification, regression); "
                              f"set it to false for task {task}")
-        if task in ("seq2seq", "causal_lm") and self.export.quantization in ("static", "torch_dynamic"):
+        if task in GENERATIVE_TASKS and self.export.quantization in ("static", "torch_dynamic"):
             raise ValueError(f"export.quantization {self.export.quantization} covers classification and regression; "
                              f"generative graphs (task {task}) quantize with dynamic or none")
         if train.method in PROMPT_METHODS and task == "seq2seq" and train.base_model.startswith("builtin:"):

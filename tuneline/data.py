@@ -23,7 +23,7 @@ from typing import get_args
 import numpy as np
 import pandas as pd
 
-from tuneline.config import Task
+from tuneline.config import GENERATIVE_TASKS, Task
 from tuneline.errors import ConfigError, DataLoadError, DataValidationError, SplitError
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ BUILTIN_SAMPLE = "builtin:sample-reviews"
 BUILTIN_SEQ2SEQ_SAMPLE = "builtin:sample-seq2seq"
 CANONICAL_COLUMNS = ("row", "text", "label")
 TASKS: tuple[str, ...] = get_args(Task)
-GENERATION_TASKS = ("seq2seq", "causal_lm")  # `label` holds the target text
 EXAMPLE_ROWS = 5  # bad rows quoted in an error message
 
 
@@ -254,11 +253,11 @@ def clean_dataset(frame: pd.DataFrame, task: str = "classification") -> CleanRes
     empty = _is_empty(cleaned["text"])
     reasons = pd.Series("", index=frame.index)
     reasons[empty] = "empty after cleaning"
-    if task in GENERATION_TASKS:
+    if task in GENERATIVE_TASKS:
         no_target = _is_empty(cleaned["label"]) & ~empty
         reasons[no_target] = "empty target"
         empty = empty | no_target
-    keys = ["text", "label"] if task in GENERATION_TASKS else ["text"]
+    keys = ["text", "label"] if task in GENERATIVE_TASKS else ["text"]
     candidates = cleaned[~empty]
     duplicate = candidates.duplicated(subset=keys, keep="first").reindex(frame.index, fill_value=False)
     first_row = candidates.groupby(keys, sort=False)["row"].transform("first").reindex(frame.index)
@@ -350,7 +349,7 @@ def split_dataset(
     elif task == "regression" and stratify:
         strata = target_bins(regression_targets(frame), needed)
         strata = None if strata is None else pd.Series(strata, index=frame.index)
-    if task in GENERATION_TASKS:
+    if task in GENERATIVE_TASKS:
         train, validation, test = _split_by_text(frame, holdout, test_fraction / holdout, seed)
     else:
         train, rest = train_test_split(frame, test_size=holdout, random_state=seed, stratify=strata)

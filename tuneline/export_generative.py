@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tuneline.config import GENERATIVE_TASKS
 from tuneline.errors import ConfigError, ExportParityError
 from tuneline.export import ParityReport
 
@@ -55,7 +56,6 @@ DECODER_FILE = "decoder_model.onnx"
 PREFIX_FILE = "prefix_key_values.npz"
 TOKENIZER_FILE = "tokenizer.json"
 RUNTIME_FORMAT = 1
-GENERATIVE_TASKS = ("seq2seq", "causal_lm")
 # Parity is checked on one row alone and on a padded batch of up to this many rows.
 PARITY_BATCH = 8
 # generate() settings the ONNX runtime does not implement; a model whose generation_config sets one is

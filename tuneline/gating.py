@@ -12,7 +12,7 @@ import yaml
 
 from tuneline import registry
 from tuneline.config import GenerationConfig, PromotionConfig
-from tuneline.data import content_hash
+from tuneline.data import content_hash, regression_targets
 from tuneline.errors import GateError
 from tuneline.evaluation import classification_report, generation_report, regression_report
 from tuneline.promotion import Decision, ModelMetrics, decide
@@ -54,7 +54,7 @@ def score_version(task: str, model_dir: Path, test: pd.DataFrame, max_length: in
         report = classification_report(list(test["label"]), predict_proba(model_dir, texts, max_length, batch_size), labels)
         return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
     if task == "regression":
-        report = regression_report(test["label"].astype(float).to_numpy(),
+        report = regression_report(regression_targets(test),
                                    predict_proba(model_dir, texts, max_length, batch_size, task="regression"))
         return {"mse": report.mse, "mae": report.mae, "r2": report.r2}
     from tuneline.generation import generate, lowercases

@@ -9,6 +9,8 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 
+from tuneline.config import GENERATIVE_TASKS
+
 
 class OnnxClassifierModel(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with a `text` column. Output: `label` and `score` (classification), `value`
@@ -18,7 +20,7 @@ class OnnxClassifierModel(mlflow.pyfunc.PythonModel):
         settings = context.model_config or {}
         onnx_path = context.artifacts.get("onnx_int8") or context.artifacts["onnx"]
         self.task = settings.get("task", "classification")
-        if self.task in ("seq2seq", "causal_lm"):
+        if self.task in GENERATIVE_TASKS:
             from tuneline.config import GenerationConfig
             from tuneline.onnx_generator import OnnxGenerator
 
@@ -31,7 +33,7 @@ class OnnxClassifierModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         texts = list(model_input["text"]) if isinstance(model_input, pd.DataFrame) else list(model_input)
-        if self.task in ("seq2seq", "causal_lm"):
+        if self.task in GENERATIVE_TASKS:
             return pd.DataFrame({"generated": self.generator.generate([str(t) for t in texts], self.decoding)})
         if self.task == "regression":
             return pd.DataFrame({"value": self.classifier.predict_values([str(t) for t in texts])})

@@ -42,22 +42,9 @@ class SourceVersion:
         return list(self.test["text"])
 
 
-def resolve_version(name: str, version: str):
-    """The registry entry of `version` (a number or an alias) of `name`, or a RegistrationError saying what exists."""
-    try:
-        if version.isdigit():
-            return registry.client().get_model_version(name, version)
-        entry = registry.version_by_alias(name, version)
-    except MlflowException as exc:
-        raise RegistrationError(f"model {name!r} has no version {version!r}: {exc.message}") from None
-    if entry is None:
-        raise RegistrationError(f"no version of model {name!r} holds alias {version!r}")
-    return entry
-
-
 def fetch_version(name: str, version: str, scratch: Path) -> SourceVersion:
     """Download a version's `hf_model/`, its test split and calibration rows, and read its run's settings."""
-    entry = resolve_version(name, version)
+    entry = registry.resolve_version(name, version)
     if "task" not in entry.tags and "test.accuracy" not in entry.tags:
         raise RegistrationError(f"{name} version {entry.version} was not registered by tuneline (no task or test tags)")
     mlflow_client = registry.client()

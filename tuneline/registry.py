@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import tuneline
+from tuneline.config import GENERATIVE_TASKS
 from tuneline.errors import RegistrationError
 from tuneline.settings import PROJECT_ROOT, artifact_location, tracking_uri
 
@@ -176,7 +177,7 @@ def register_model(
     A generative model's ONNX files are the folders `generator/` and `generator.int8/`, and
     `generation` (the decoding settings) travels in the model's config.
     """
-    generative = task in ("seq2seq", "causal_lm")
+    generative = task in GENERATIVE_TASKS
     fp32_name, int8_name = ("generator", "generator.int8") if generative else ("model.onnx", "model.int8.onnx")
     expected = {"hf_model": model_dir.name, fp32_name: onnx_path.name}
     if int8_path is not None:
@@ -233,6 +234,19 @@ def version_by_alias(model_name: str, alias: str):
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
         raise
+
+
+def resolve_version(model_name: str, alias_or_version: str):
+    """The registry entry of a version number or alias; RegistrationError saying which does not exist."""
+    try:
+        if alias_or_version.isdigit():
+            return client().get_model_version(model_name, alias_or_version)
+        entry = version_by_alias(model_name, alias_or_version)
+    except MlflowException as exc:
+        raise RegistrationError(f"model {model_name!r} has no version {alias_or_version!r}: {exc.message}") from None
+    if entry is None:
+        raise RegistrationError(f"no version of model {model_name!r} holds alias {alias_or_version!r}")
+    return entry
 
 
 def actor() -> str:

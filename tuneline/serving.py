@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +30,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneline.config import GENERATIVE_TASKS
+
 log = logging.getLogger(__name__)
 
-GENERATIVE = ("seq2seq", "causal_lm")
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
@@ -76,18 +76,6 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
 
 
-def resolve_version(name: str, reference: str) -> str:
-    """The version number an alias points at now (a number passes through)."""
-    from tuneline import registry
-
-    if reference.isdigit():
-        return reference
-    entry = registry.version_by_alias(name, reference)
-    if entry is None:
-        raise LookupError(f"no version of model {name!r} holds alias {reference!r}")
-    return str(entry.version)
-
-
 def load_model(name: str, version: str, threads: int | None = None, scratch: Path | None = None) -> LoadedModel:
     """Download a version's files and build its onnxruntime predictor (INT8 ONNX when there is one)."""
     from tuneline import registry
@@ -97,7 +85,7 @@ def load_model(name: str, version: str, threads: int | None = None, scratch: Pat
     settings = (yaml.safe_load((artifacts.parent / "MLmodel").read_text())["flavors"]["python_function"]
                 .get("config") or {})
     task, max_length = settings.get("task", "classification"), int(settings.get("max_length", 128))
-    if task in GENERATIVE:
+    if task in GENERATIVE_TASKS:
         from tuneline.config import GenerationConfig
         from tuneline.onnx_generator import OnnxGenerator
 
@@ -127,16 +115,16 @@ class ModelHolder:
         self.settings, self.scratch = settings, scratch
         self.name, self.reference = settings.reference()
         self.current: LoadedModel | None = None
-        self._lock = threading.Lock()
 
     def refresh(self) -> bool:
         """Load the version the reference points at, if it is not the one served; True when it swapped."""
-        version = resolve_version(self.name, self.reference)
+        from tuneline import registry
+
+        version = str(registry.resolve_version(self.name, self.reference).version)
         if self.current is not None and self.current.version == version:
             return False
         model = load_model(self.name, version, self.settings.threads, self.scratch)
-        with self._lock:
-            previous, self.current = self.current, model
+        previous, self.current = self.current, model  # one assignment: readers see the old model or the new one
         log.info("serving %s version %s (%s)", self.name, version, model.task)
         if previous is not None:
             shutil.rmtree(previous.folder, ignore_errors=True)  # its sessions stay alive while referenced
@@ -279,7 +267,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None):
 
     async def run(texts: list[str], parameters: dict[str, Any]) -> tuple[LoadedModel, list[dict[str, Any]]]:
         model = holder.current
-        if model.task in GENERATIVE:  # per-request decoding settings: not batched across requests
+        if model.task in GENERATIVE_TASKS:  # per-request decoding settings: not batched across requests
             try:
                 return model, await asyncio.to_thread(model.predict, texts, parameters)
             except (TypeError, ValueError) as error:  # invalid decoding settings

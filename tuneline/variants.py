@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tuneline.config import GENERATIVE_TASKS
 from tuneline.errors import QuantizationAccuracyError
 from tuneline.export import folder_bytes
 
@@ -110,7 +111,7 @@ def score(task: str, outputs, targets: list, labels: tuple[str, ...], lowercase:
     from tuneline.evaluation import classification_report, generation_report, regression_report
     from tuneline.onnx_classifier import softmax
 
-    if task in ("seq2seq", "causal_lm"):
+    if task in GENERATIVE_TASKS:
         report = generation_report(list(targets), list(outputs), lowercase)
         return {"bleu": report.bleu, "rouge1": report.rouge1, "rouge2": report.rouge2, "rougeL": report.rouge_l}
 
@@ -136,7 +137,7 @@ def measure(name: str, path: Path, run: Callable[[list[str]], np.ndarray | list[
     for offset in range(0, len(texts), batch_size):
         parts.append(run(texts[offset : offset + batch_size]))
     seconds = time.perf_counter() - start
-    outputs = [text for part in parts for text in part] if task in ("seq2seq", "causal_lm") else np.concatenate(parts)
+    outputs = [text for part in parts for text in part] if task in GENERATIVE_TASKS else np.concatenate(parts)
     result = VariantResult(name, path.name, folder_bytes(path), 1000 * statistics.median(latencies),
                            len(texts) / seconds, score(task, outputs, targets, labels, lowercase))
     log.info("%s: %.1f MB, %.1f ms at batch 1, %.0f rows/s, %s", name, result.bytes / 1e6, result.latency_ms,
