@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CPU build on these machines; an unpinned torch pulls several GB of CUDA wheels.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-all bench services-up services-down clean
+.PHONY: demo test test-all bench services-up services-down deploy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,16 @@ test-all: $(VENV)/.installed-dev  ## slow and GPU tests too
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/export_speed.py
 
+# A Prefect server (:4200), an MLflow server (:5000) and a process worker on 127.0.0.1; state in .tuneline/services.
 services-up: $(VENV)/.installed
 	PATH=$(BIN):$$PATH infra/services.sh up
 
 services-down:
 	infra/services.sh down
+
+# Register deployments/prefect.yaml with the server in PREFECT_API_URL (default: the one services-up starts).
+deploy: $(VENV)/.installed
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/tuneline deploy
 
 clean:
 	rm -rf .tuneline .pytest_cache

@@ -6,16 +6,33 @@
 One request = one SST-2 dev sentence. For each concurrency level a bounded
 load (--requests, at most --seconds) runs against `tuneline serve` on
 127.0.0.1; requests/s and p50/p99 latency are printed next to the
-in-process onnxruntime throughput on the same sentences at the server's
-batch size (tokenization included on both sides). The ratio is what
-batching buys: the target is server >= 85% of in-process at concurrency 16+.
-The load generator runs on the same cores as the server.
+in-process onnxruntime throughput on the same sentences (tokenization
+included on both sides). The ratio is what batching buys: the target is
+server >= 85% of in-process at concurrency 16+.
+
+The in-process figures: the served predictor (`tuneline.serving.load_model`,
+the very function the server calls) on batches of the server's max batch size
+in dataset order; and, so that the denominator is not a weak one, a plain
+`OnnxClassifier` with onnxruntime's defaults on batches of 1, 8 and 32. Each is
+measured before and after the server runs, the faster run kept. Other work on
+the machine moves every figure, so the served predictor is also timed right
+before and right after each concurrency level: "vs in-process" divides by the
+faster of those two, "vs best" by the fastest in-process figure of the run.
+The levels run --rounds times, interleaved; each figure is the median of its
+rounds.
+
+The load generator runs on the same cores as the server, so it is made cheap:
+a separate process, HTTP/1.1 keep-alive over raw asyncio streams, request
+bytes encoded up front, responses read by their Content-Length. CPU seconds
+per request are measured for the server process (from /proc) and for the
+client, and per row in-process, to show where the two cores go.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import socket
@@ -26,8 +43,6 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-
-import pandas as pd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,46 +70,114 @@ def register_minilm(home: Path, name: str) -> str:
     return f"models:/{name}@champion"
 
 
-def in_process(model_uri: str, texts: list[str], batch: int, threads: int | None) -> float:
-    """Rows/s of the served ONNX file called directly, batches of `batch`, tokenization included."""
+def in_process_predictors(model_uri: str, args) -> dict[str, tuple[int, object]]:
+    """name -> (batch size, texts -> predictions): the served predictor and plain onnxruntime ones."""
+    import yaml
+
     from tuneline import registry
+    from tuneline.onnx_classifier import OnnxClassifier
     from tuneline.serving import ServeSettings, load_model
 
     name, reference = ServeSettings(model_uri=model_uri).reference()
-    model = load_model(name, str(registry.resolve_version(name, reference).version), threads)
-    model.predict(texts[:batch], {})  # warm-up
-    start = time.perf_counter()
+    served = load_model(name, str(registry.resolve_version(name, reference).version), args.threads,
+                        texts_per_run=args.texts_per_run)
+    files = served.folder / "artifacts"
+    onnx = next(p for p in (files / "model.int8.onnx", files / "model.onnx") if p.is_file())
+    config = yaml.safe_load((served.folder / "MLmodel").read_text())["flavors"]["python_function"]["config"]
+    plain = OnnxClassifier(onnx, files / "hf_model", int(config["max_length"]), args.threads)  # spinning on
+    predictors = {f"served predictor, batches of {args.max_batch_size}":
+                  (args.max_batch_size, lambda texts: served.predict(texts, {}))}
+    for batch in sorted({1, 8, 32}):
+        predictors[f"plain OnnxClassifier, batches of {batch}"] = (batch, lambda texts: plain.predict(texts, len(texts)))
+    return predictors
+
+
+def time_in_process(predict, batch: int, texts: list[str]) -> tuple[float, float]:
+    """(rows/s, CPU ms per row) of `predict` over `texts` in batches of `batch`."""
+    predict(texts[:batch])  # warm-up
+    start, cpu = time.perf_counter(), time.process_time()
     for offset in range(0, len(texts), batch):
-        model.predict(texts[offset : offset + batch], {})
-    return len(texts) / (time.perf_counter() - start)
+        predict(texts[offset : offset + batch])
+    return len(texts) / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / len(texts)
 
 
-async def load(url: str, texts: list[str], concurrency: int, requests: int, seconds: float) -> dict[str, float]:
-    import httpx
-
+async def generate_load(port: int, bodies: list[bytes], concurrency: int, requests: int, seconds: float) -> dict:
+    """`concurrency` keep-alive connections, each sending its next request when the last one is answered."""
+    requests_bytes = [b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body) for body in bodies]
     latencies: list[float] = []
-    failures = 0
-    deadline = time.perf_counter() + seconds
+    failures: list[str] = []
     counter = iter(range(requests))
 
-    async def user(client: httpx.AsyncClient) -> None:
-        nonlocal failures
-        for i in counter:
-            if time.perf_counter() > deadline:
-                return
-            start = time.perf_counter()
-            response = await client.post(f"{url}/v1/predict", json={"inputs": [texts[i % len(texts)]]})
-            latencies.append(time.perf_counter() - start)
-            failures += response.status_code != 200
+    async def user() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    return
+                start = time.perf_counter()
+                writer.write(requests_bytes[i % len(requests_bytes)])
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                body = await reader.readexactly(length)
+                latencies.append(time.perf_counter() - start)
+                if head[9:12] != b"200" or len(json.loads(body).get("predictions", [])) != 1:
+                    failures.append((head[9:12] + b" " + body[:200]).decode(errors="replace"))
+        finally:
+            writer.close()
 
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
-        await client.post(f"{url}/v1/predict", json={"inputs": texts[:1]})  # warm-up
-        start = time.perf_counter()
-        await asyncio.gather(*(user(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    ordered = sorted(latencies)
-    return {"requests": len(latencies), "failures": failures, "rps": len(latencies) / elapsed,
-            "p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))]}
+    deadline = time.perf_counter() + seconds
+    start, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(user() for _ in range(concurrency)))
+    return {"latencies": latencies, "failures": failures, "elapsed": time.perf_counter() - start,
+            "cpu": time.process_time() - cpu}
+
+
+def client_main() -> None:
+    """`--client`: read the load's spec as JSON on stdin, run it, print the result as JSON."""
+    spec = json.loads(sys.stdin.read())
+    bodies = [json.dumps({"inputs": [text]}).encode() for text in spec["texts"]]
+    result = asyncio.run(generate_load(spec["port"], bodies, spec["concurrency"], spec["requests"], spec["seconds"]))
+    print(json.dumps(result))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batch_texts(url: str) -> tuple[float, float]:
+    """(model calls, texts) the server has counted so far."""
+    import httpx
+
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    value = lambda name: sum(float(line.split()[-1]) for line in lines if line.startswith(name))  # noqa: E731
+    return value("tuneline_batch_texts_count"), value("tuneline_batch_texts_sum")
+
+
+def run_level(server: subprocess.Popen, port: int, texts: list[str], concurrency: int, args) -> dict:
+    spec = {"port": port, "texts": texts, "concurrency": concurrency, "requests": args.requests,
+            "seconds": args.seconds}
+    client = [sys.executable, __file__, "--client"]
+    subprocess.run(client, input=json.dumps(spec | {"requests": 2 * concurrency}), text=True, check=True,
+                   capture_output=True)  # warm-up: connections, first batches
+    url = f"http://127.0.0.1:{port}"
+    calls, batched = batch_texts(url)
+    cpu = process_cpu_seconds(server.pid)
+    result = json.loads(subprocess.run(client, input=json.dumps(spec), text=True, check=True,
+                                       capture_output=True).stdout)  # one process: one core at most
+    server_cpu = process_cpu_seconds(server.pid) - cpu
+    calls_after, batched_after = batch_texts(url)
+    latencies = sorted(result["latencies"])
+    done = len(latencies)
+    if result["failures"]:
+        print(f"concurrency {concurrency}: {len(result['failures'])} failures, first: {result['failures'][0]}")
+    return {"requests": done, "failures": len(result["failures"]), "requests/s": done / result["elapsed"],
+            "p50 ms": 1000 * latencies[done // 2], "p99 ms": 1000 * latencies[int(0.99 * (done - 1))],
+            "texts per model call": (batched_after - batched) / max(calls_after - calls, 1),
+            "server CPU ms/request": 1000 * server_cpu / done, "client CPU ms/request": 1000 * result["cpu"] / done}
 
 
 def main() -> None:
@@ -106,47 +189,76 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help="seconds per level at most")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5)
+    parser.add_argument("--texts-per-run", type=int, default=8, help="texts per onnxruntime call (server's)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (server and in-process)")
+    parser.add_argument("--rounds", type=int, default=3, help="times each level runs, interleaved; medians reported")
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.client:
+        return client_main()
 
+    import httpx
+    import pandas as pd
+
+    load_before = os.getloadavg()
     texts = pd.read_csv(args.eval, sep="\t", quoting=3, dtype=str, keep_default_na=False)["sentence"].tolist()
     scratch = Path(tempfile.mkdtemp(prefix="tuneline-serving-bench-"))
     if not args.model:
         os.environ["TUNELINE_HOME"] = str(scratch)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     model_uri = args.model or register_minilm(scratch, "serving-bench")
-    baseline = in_process(model_uri, texts, args.max_batch_size, args.threads)
+    predictors = in_process_predictors(model_uri, args)
+    in_process = {name: time_in_process(predict, batch, texts) for name, (batch, predict) in predictors.items()}
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     flags = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
-             "--reload-interval", "0", *(["--threads", str(args.threads)] if args.threads else [])]
+             "--texts-per-run", str(args.texts_per_run), "--reload-interval", "0",
+             *(["--threads", str(args.threads)] if args.threads else [])]
     server = subprocess.Popen([str(Path(sys.executable).with_name("tuneline")), "serve", "--model", model_uri,
                                "--port", str(port), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
         for _ in range(240):
             try:
                 if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.5)
-        rows = []
-        for level in [int(c) for c in args.concurrency.split(",")]:
-            result = asyncio.run(load(url, texts, level, args.requests, args.seconds))
-            rows.append({"concurrency": level, **{k: round(v, 1) for k, v in result.items()},
-                         "vs in-process": f"{result['rps'] / baseline:.0%}"})
+                pass
+            time.sleep(0.5)
+        runs: dict[int, list[dict]] = {level: [] for level in map(int, args.concurrency.split(","))}
+        batch, served = predictors[next(iter(predictors))]
+        for _ in range(args.rounds):
+            for level, results in runs.items():
+                before = time_in_process(served, batch, texts)
+                result = run_level(server, port, texts, level, args)
+                result["in-process rows/s beside"] = max(before, time_in_process(served, batch, texts))[0]
+                result["vs in-process"] = result["requests/s"] / result["in-process rows/s beside"]
+                results.append(result)
     finally:
         server.terminate()
         server.wait(timeout=30)
+    for name, (batch, predict) in predictors.items():  # again after the server: keep each one's faster run
+        in_process[name] = max(in_process[name], time_in_process(predict, batch, texts))
 
-    print(f"\n{date.today()} | {platform.machine()}, {os.cpu_count()} cores | load average "
-          f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} | {model_uri}")
-    print(f"in-process onnxruntime, batches of {args.max_batch_size}: {baseline:.1f} rows/s; server: one sentence "
-          f"per request, max batch {args.max_batch_size}, max wait {args.max_wait_ms} ms\n")
+    best = max(max(rows for rows, _ in in_process.values()),
+               *(result["in-process rows/s beside"] for results in runs.values() for result in results))
+    print(f"\n{date.today()} | {platform.machine()}, {os.cpu_count()} cores | load average before "
+          f"{', '.join(f'{v:.2f}' for v in load_before)}, after {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
+          f" | {model_uri}")
+    print(f"server: one sentence per request, max batch {args.max_batch_size}, max wait {args.max_wait_ms} ms, "
+          f"{args.texts_per_run} texts per onnxruntime call\n")
+    print(pd.DataFrame([{"in-process": name, "rows/s": round(rows, 1), "CPU ms/row": round(cpu, 2)}
+                        for name, (rows, cpu) in in_process.items()]).to_markdown(index=False))
+    print()
+    rows = []
+    for level, results in runs.items():
+        median = {key: statistics.median(result[key] for result in results) for key in results[0]}
+        rows.append({"concurrency": level, **{key: round(value, 2 if "CPU" in key else 1) for key, value in median.items()
+                                              if not key.startswith("vs")},
+                     "vs in-process": f"{median['vs in-process']:.0%}", "vs best": f"{median['requests/s'] / best:.0%}"})
+    print(f"medians of {args.rounds} rounds; best in-process: {best:.1f} rows/s")
     print(pd.DataFrame(rows).to_markdown(index=False))
 
 

@@ -17,7 +17,7 @@ from tasks.clean import clean_data
 from tasks.evaluate import evaluate_generation, evaluate_model, evaluate_regression
 from tasks.export import compare_exported, export_model, triton_repository
 from tasks.ingest import ingest_data
-from tasks.promote import gate_and_promote
+from tasks.promote import await_signoff, gate_and_promote
 from tasks.register import register_version
 from tasks.report import publish_summary
 from tasks.split import split_data
@@ -39,16 +39,23 @@ def evaluate_for_task(trained, splits, config: RetrainConfig, work_dir, run_id):
     return evaluate_generation(trained, splits, evaluation, config.generation, length, batch, work_dir, run_id)
 
 
+def prepare_data(config: RetrainConfig, run_id: str):
+    """The data stages every flow that trains shares: ingest, validate, clean, split (logged to `run_id`)."""
+    ingested = ingest_data(config.data, run_id, config.task)
+    validation = validate_data(ingested, config.data, run_id, config.task, config.train, config.split)
+    cleaned = clean_data(ingested, run_id, config.task, config.data.checks)
+    splits = split_data(cleaned, config.data, config.split, ingested.source, run_id, config.task)
+    return ingested, validation, cleaned, splits
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
-    """Ingest, validate, clean, split, fine-tune, evaluate, export, register, then gate against the champion."""
+    """Ingest, validate, clean, split, fine-tune, evaluate, export, register, gate against the champion, and (when
+    promotion.signoff asks) wait for a person's approval before the candidate takes `champion`."""
     run_id = start_tracking(config, run_name=flow_run.get_name() or "retrain")
     work_dir = state_dir() / "runs" / run_id
     try:
-        ingested = ingest_data(config.data, run_id, config.task)
-        validation = validate_data(ingested, config.data, run_id, config.task)
-        cleaned = clean_data(ingested, run_id, config.task)
-        splits = split_data(cleaned, config.data, config.split, ingested.source, run_id, config.task)
+        ingested, validation, cleaned, splits = prepare_data(config, run_id)
         if config.train.cv_folds:
             cross_validate_model(splits, config.train, config.task, work_dir, run_id)
         trained = fine_tune_model(splits, config.train, config.task, work_dir, run_id)
@@ -63,6 +70,8 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
                                    variants, run_id, triton=triton,
                                    classification=torch_report if config.task == "classification" else None)
         gate = gate_and_promote(version, splits, test_metrics, config)
+        if gate.awaiting_signoff:  # promotion.signoff: the flow pauses here until a person approves or rejects
+            gate = await_signoff(version, gate, test_metrics, config)
     except BaseException as error:
         finish_tracking(run_id, error)
         raise

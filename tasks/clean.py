@@ -1,4 +1,4 @@
-"""Stage: clean the text; count and keep every dropped row."""
+"""Stage: clean the text (and mask PII when data.checks.pii=mask); count and keep every dropped row."""
 
 from __future__ import annotations
 
@@ -10,21 +10,25 @@ from prefect.logging import get_run_logger
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
+from tuneline.config import TextChecksConfig
 from tuneline.data import CleanResult, IngestResult, clean_dataset
 
 
 @task(name="clean", **TRANSIENT_RETRIES)
-def clean_data(ingested: IngestResult, run_id: str, task: str = "classification") -> CleanResult:
+def clean_data(ingested: IngestResult, run_id: str, task: str = "classification",
+               checks: TextChecksConfig | None = None) -> CleanResult:
     """Strip markup and noise from the input text, drop empty and duplicate rows (per task), log the dropped rows."""
-    result = clean_dataset(ingested.frame, task)
-    registry.log_metrics(run_id, {"rows_clean": result.rows_out, "rows_dropped": result.rows_dropped, "rows_changed_by_cleaning": result.changed})
+    checks = checks or TextChecksConfig()
+    result = clean_dataset(ingested.frame, task, pii=checks.pii, pii_kinds=tuple(checks.pii_kinds))
+    registry.log_metrics(run_id, {"rows_clean": result.rows_out, "rows_dropped": result.rows_dropped,
+                                  "rows_changed_by_cleaning": result.changed, "rows_pii_masked": result.masked})
     if result.rows_dropped:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "dropped_rows.csv"
             result.dropped.to_csv(path, index=False)
             registry.log_artifact(run_id, path, "data")
     get_run_logger().info(
-        "cleaning rewrote %d texts and dropped %d of %d rows (kept in MLflow: data/dropped_rows.csv)",
-        result.changed, result.rows_dropped, result.rows_in,
+        "cleaning rewrote %d texts, masked PII in %d and dropped %d of %d rows (kept in MLflow: data/dropped_rows.csv)",
+        result.changed, result.masked, result.rows_dropped, result.rows_in,
     )
     return result

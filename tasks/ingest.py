@@ -1,14 +1,37 @@
-"""Stage: read the data and hash it."""
+"""Stage: read the data and hash it. Also the events that tell Prefect about data.
+
+Two events, on purpose distinct:
+- `tuneline.data.landed` (from `tuneline land`, never from a flow) says new data is there; the
+  retrain deployment's trigger (deployments/prefect.yaml) listens for it.
+- `tuneline.data.ingested` (from every ingest) records what a run read. No trigger listens for it,
+  so a retrain started by new data cannot start another one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
 from prefect import task
+from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
 from tuneline.config import DataConfig
 from tuneline.data import IngestResult, load_dataset
+from tuneline.errors import ConfigError, DataLoadError
+
+DATA_LANDED = "tuneline.data.landed"
+DATA_INGESTED = "tuneline.data.ingested"
+
+
+def dataset_resource_id(model_name: str) -> str:
+    """The Prefect resource a model's new data is announced on; its retrain trigger matches it."""
+    return f"tuneline.dataset.{model_name}"
 
 
 @task(name="ingest", **TRANSIENT_RETRIES)
@@ -18,4 +41,92 @@ def ingest_data(config: DataConfig, run_id: str, task: str = "classification") -
     registry.set_tags(run_id, {"data.source": result.source, "data.hash": result.content_hash})
     registry.log_metrics(run_id, {"rows_raw": result.rows})
     get_run_logger().info("read %d rows from %s (sha256 %s)", result.rows, result.source, result.content_hash[:12])
+    # Prefect relates the event to this flow and task run by itself.
+    emit_event(DATA_INGESTED, resource={
+        "prefect.resource.id": f"tuneline.data.{result.content_hash}",
+        "prefect.resource.name": result.source,
+        "tuneline.data.source": result.source,
+        "tuneline.data.hash": result.content_hash,
+        "tuneline.data.rows": str(result.rows),
+    }, related=[{"prefect.resource.id": f"mlflow.run.{run_id}", "prefect.resource.role": "mlflow-run"}])
     return result
+
+
+@dataclass(frozen=True)
+class LandedData:
+    """What `announce_landed_data` saw and did."""
+
+    path: Path
+    sha256: str
+    previous_sha256: str | None
+    announced: bool
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in name order)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def last_landed_sha256(model_name: str) -> str | None:
+    """The content hash of the last `tuneline.data.landed` event the Prefect server holds for this model."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
+
+    with get_client(sync_client=True) as client:
+        page = client.read_events(EventFilter(
+            event=EventNameFilter(name=[DATA_LANDED]),
+            resource=EventResourceFilter(id=[dataset_resource_id(model_name)]),
+            order=EventOrder.DESC,
+        ), limit=1)
+    return page.events[0].resource.get("tuneline.data.sha256") if page.events else None
+
+
+def announce_landed_data(path: Path, model_name: str, force: bool = False) -> LandedData:
+    """Emit `tuneline.data.landed` for `path` unless the last announcement for this model had the same content.
+
+    Needs a Prefect server (PREFECT_API_URL): the event is sent over its events API, and the last
+    announcement is read back from it, so repeating the command (say, from cron) is harmless.
+    """
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise ConfigError("announcing data needs a Prefect server: set PREFECT_API_URL "
+                          "(`make services-up` starts one and prints it)")
+    try:
+        httpx.get(f"{api.rstrip('/')}/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={api} ({exc}); start one "
+                          "(`make services-up`) or fix the variable") from None
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise DataLoadError(f"{path} does not exist: nothing to announce")
+    sha256 = file_sha256(path)
+    previous = last_landed_sha256(model_name)
+    if previous == sha256 and not force:
+        return LandedData(path, sha256, previous, announced=False)
+    event = Event(event=DATA_LANDED, resource={
+        "prefect.resource.id": dataset_resource_id(model_name),
+        "prefect.resource.name": path.name,
+        "tuneline.model": model_name,
+        "tuneline.data.path": str(path),
+        "tuneline.data.sha256": sha256,
+    })
+
+    async def send() -> None:
+        # The client, not the background `emit_event`, so a server that refuses it is an error here.
+        async with get_events_client(reconnection_attempts=2) as client:
+            await client.emit(event)
+
+    asyncio.run(send())
+    return LandedData(path, sha256, previous, announced=True)

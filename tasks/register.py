@@ -9,7 +9,7 @@ from prefect import task
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
 from tuneline.config import RetrainConfig
-from tuneline.data import CleanResult, IngestResult, SplitResult
+from tuneline.data import CleanResult, IngestResult, SplitResult, split_lineage
 from tuneline.evaluation import ClassificationReport
 from tuneline.export import ExportResult
 from tuneline.model_card import render_model_card
@@ -35,8 +35,11 @@ def register_version(
         "rows.dropped": cleaned.rows_dropped,
         **{f"rows.{name}": size for name, size in sizes.items()},
         **{f"data.hash.{name}": digest for name, digest in splits.hashes.items()},
+        **split_lineage(splits, config.split),
         "validation.suite": validation.suite,
         "validation.success": validation.success,
+        "validation.pii_policy": config.data.checks.pii,
+        "rows.pii_masked": cleaned.masked,
         "code_version": registry.code_version(),
         "base_model": trained.base_model,
         "base_model.hash": trained.base_model_hash,
@@ -50,6 +53,8 @@ def register_version(
         "onnx.optimized": exported.optimized,
         "quantization": exported.quantization,
     }
+    if validation.truncated_share is not None:
+        tags["validation.truncated_share"] = f"{validation.truncated_share:.4f}"
     quantized = next((v for v in variants if "INT8" in v.name), None)
     if quantized is not None:
         tags |= {f"int8.test.{name}": f"{value:.6f}" for name, value in quantized.metrics.items()}

@@ -1,4 +1,4 @@
-"""Stage: seeded train/validation/test split, stratified as the task allows."""
+"""Stage: seeded train/validation/test split (random, by group or by time) with no near-duplicate across splits."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import tempfile
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
 from tuneline.config import DataConfig, SplitConfig
-from tuneline.data import SplitResult, label_names, split_dataset
+from tuneline.data import SplitResult, label_names, split_dataset, split_lineage
+from tuneline.errors import SplitError
+from tuneline.validation import check_splits, raise_for_failures
 
 
 CALIBRATION_ROWS = 1000  # training rows kept with the run for re-export; export.calibration_rows picks from them
@@ -20,14 +24,19 @@ CALIBRATION_ROWS = 1000  # training rows kept with the run for re-export; export
 def split_data(
     cleaned, data: DataConfig, config: SplitConfig, source: str, run_id: str, task: str = "classification"
 ) -> SplitResult:
-    """Split the cleaned frame; log sizes and each split's hash (to prove which test set was used)."""
+    """Split the cleaned frame; check labels per split; log sizes, each split's hash and how it was split (lineage)."""
     labels = label_names(cleaned.frame, data.labels) if task == "classification" else ()
     result = split_dataset(
         cleaned.frame, labels, config.train_fraction, config.validation_fraction, config.test_fraction,
-        config.seed, config.stratify, task,
+        config.seed, config.stratify, task, strategy=config.strategy, group_column=config.group_column,
+        time_column=config.time_column, near_duplicates=config.near_duplicates,
+        near_duplicate_threshold=config.near_duplicate_threshold, near_duplicate_ngram=config.near_duplicate_ngram,
+        source=source,
     )
-    registry.log_metrics(run_id, {f"rows_{name}": size for name, size in result.sizes().items()})
-    tags = {f"data.hash.{n}": h for n, h in result.hashes.items()}
+    registry.log_metrics(run_id, {**{f"rows_{name}": size for name, size in result.sizes().items()},
+                                  "rows_dropped_by_split": result.rows_dropped,
+                                  "near_duplicate_groups": result.near_duplicate_groups})
+    tags = {f"data.hash.{n}": h for n, h in result.hashes.items()} | split_lineage(result, config)
     if task == "classification":
         tags["labels"] = ",".join(labels)
     registry.set_tags(run_id, tags)
@@ -37,6 +46,20 @@ def split_data(
         # (the export flow) calibrates static INT8 on the training rows.
         result.test[["row", "text", "label"]].to_csv(Path(folder) / "test.csv", index=False)
         result.train[["text"]].head(CALIBRATION_ROWS).to_csv(Path(folder) / "calibration.csv", index=False)
-        for name in ("test.csv", "calibration.csv"):
+        names = ["test.csv", "calibration.csv"]
+        if result.dropped is not None:
+            result.dropped.to_csv(Path(folder) / "split_dropped_rows.csv", index=False)
+            names.append("split_dropped_rows.csv")
+        for name in names:
             registry.log_artifact(run_id, Path(folder) / name, "data")
+    report = check_splits(result, data.checks, task, config.near_duplicates)
+    registry.log_json(run_id, report.to_dict(), "validation/split_checks.json")
+    create_markdown_artifact(report.to_markdown(), key="split-checks", description="Labels per split, near-duplicates")
+    raise_for_failures(report, source)
+    if config.expected_test_hash and result.hashes["test"] != config.expected_test_hash:
+        raise SplitError(f"the test split of {source} has sha256 {result.hashes['test']}, not split.expected_test_hash "
+                         f"{config.expected_test_hash}: the data, the cleaning or the split settings differ from the run "
+                         "that made that test set")
+    get_run_logger().info("split %s by %s: %s; %d near-duplicate groups kept together, %d rows removed",
+                          source, config.strategy, result.sizes(), result.near_duplicate_groups, result.rows_dropped)
     return result

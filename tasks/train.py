@@ -12,21 +12,7 @@ from tuneline import registry
 from tuneline.config import TrainConfig
 from tuneline.data import SplitResult
 from tuneline.distributed import fine_tune_parallel, process_count
-from tuneline.training import TrainResult, cross_validate, fine_tune, plot_curves
-
-# Trainer log keys -> the metric names the MLflow run shows.
-_METRIC_NAMES = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
-
-
-def _forward_to(run_id: str, prefix: str = ""):
-    def forward(logs: dict[str, float], step: int) -> None:
-        metrics = {prefix + _METRIC_NAMES[k]: v for k, v in logs.items() if k in _METRIC_NAMES}
-        metrics |= {f"{prefix}validation_{k[5:]}": v for k, v in logs.items()
-                    if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
-        if metrics:
-            registry.log_metrics(run_id, metrics, step=step)
-
-    return forward
+from tuneline.training import TrainResult, cross_validate, fine_tune, mlflow_logger, plot_curves
 
 
 @task(name="fine-tune", **TRANSIENT_RETRIES)
@@ -37,9 +23,9 @@ def fine_tune_model(splits: SplitResult, config: TrainConfig, task_type: str, wo
     """
     processes = process_count(config)
     if processes > 1:
-        result = fine_tune_parallel(splits, config, work_dir, processes, on_log=_forward_to(run_id), task=task_type)
+        result = fine_tune_parallel(splits, config, work_dir, processes, on_log=mlflow_logger(run_id), task=task_type)
     else:
-        result = fine_tune(splits, config, work_dir, on_log=_forward_to(run_id), task=task_type)
+        result = fine_tune(splits, config, work_dir, on_log=mlflow_logger(run_id), task=task_type)
     registry.log_metrics(run_id, {
         "train_seconds": result.seconds, "train_steps": result.steps, "mean_train_loss": result.train_loss,
         "params_trainable": result.trainable_params, "params_total": result.total_params,

@@ -38,6 +38,27 @@ def retrain(config: ConfigOption = None, overrides: Overrides = None) -> None:
         retrain_flow(config=resolved)
 
 
+@app.command()
+def tune(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with the tune config.")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="key=value overrides, e.g. trials=20 algorithm=random retrain.train.method=lora")] = None,
+) -> None:
+    """Search hyperparameters with Optuna (a study of fine-tune trials); write the best config as a preset.
+
+    Running the same study_name again resumes it.
+    """
+    with _plain_errors():
+        from tuneline.tuning import load_tune_config
+
+        resolved = load_tune_config(config, overrides or [])
+        from flows.tune import tune as tune_flow
+
+        summary = tune_flow(config=resolved)
+        typer.echo(f"best trial {summary.best_trial}: validation {summary.metric} {summary.best_value:.4f}; "
+                   f"preset {summary.preset_path} (tuneline retrain --config {summary.preset_path})")
+
+
 @app.command("config")
 def show_config(config: ConfigOption = None, overrides: Overrides = None) -> None:
     """Print the resolved config (defaults + file + overrides) as YAML."""
@@ -92,6 +113,7 @@ def serve(
     over_length: Annotated[str, typer.Option(help="reject or truncate a longer text.")] = "reject",
     reload_interval: Annotated[float, typer.Option(help="Seconds between alias checks; 0: never.")] = 30.0,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads; default: all cores.")] = None,
+    texts_per_run: Annotated[int, typer.Option(help="Texts per onnxruntime call; a batch runs sorted by length.")] = 8,
 ) -> None:
     """Serve a registered version's ONNX model over HTTP (v1 predict, Open Inference Protocol v2, /metrics)."""
     from pydantic import ValidationError
@@ -103,7 +125,8 @@ def serve(
         try:
             settings = ServeSettings(model_uri=model, host=host, port=port, max_batch_size=max_batch_size,
                                      max_wait_ms=max_wait_ms, max_inputs=max_inputs, max_text_chars=max_text_chars,
-                                     over_length=over_length, reload_interval_s=reload_interval, threads=threads)
+                                     over_length=over_length, reload_interval_s=reload_interval, threads=threads,
+                                     texts_per_run=texts_per_run)
             settings.reference()
         except (ValidationError, ValueError) as exc:
             raise ConfigError(f"tuneline serve: {exc}") from None
@@ -163,6 +186,131 @@ def sample(
     # Unset options fall through to the writer's own defaults: those of the shipped sample of that kind.
     given = {name: value for name, value in (("n_rows", rows), ("seed", seed)) if value is not None}
     typer.echo(write(output, **given))
+
+
+def _prefect_api() -> str:
+    """PREFECT_API_URL of a server that answers, or a ConfigError saying how to get one."""
+    import os
+
+    import httpx
+
+    from tuneline.errors import ConfigError
+
+    api = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if not api:
+        raise ConfigError("this needs a Prefect server: set PREFECT_API_URL "
+                          "(`make services-up` starts one on 127.0.0.1 and prints the exports)")
+    try:
+        httpx.get(f"{api}/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={api} ({exc}); start one "
+                          "(`make services-up`) or fix the variable") from None
+    return api
+
+
+def _run_prefect(arguments: list[str], cwd: Path) -> str:
+    """Run the `prefect` CLI of this environment; its output, or a TunelineError holding the end of it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tuneline.errors import ConfigError
+
+    executable = shutil.which("prefect", path=str(Path(sys.executable).parent)) or shutil.which("prefect")
+    if executable is None:
+        raise ConfigError("the `prefect` command is not installed in this environment")
+    done = subprocess.run([executable, "--no-prompt", *arguments], cwd=cwd, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise TunelineError(f"`prefect {' '.join(arguments)}` failed (exit {done.returncode}):\n{output[-3000:]}")
+    return output
+
+
+@app.command()
+def deploy(
+    prefect_file: Annotated[Optional[Path], typer.Option(
+        help="Deployment definitions; default: deployments/prefect.yaml of this checkout.")] = None,
+    pool: Annotated[Optional[str], typer.Option(
+        help="Work pool for every deployment, instead of the one each names (tuneline-process).")] = None,
+    pool_type: Annotated[Literal["process", "docker", "kubernetes"], typer.Option(
+        help="Type of a work pool that does not exist yet; docker and kubernetes pools start from "
+             "infra/work-pools/<type>.json.")] = "process",
+) -> None:
+    """Register the deployments (schedule, new-data trigger, concurrency limits, presets) with the Prefect server
+    in PREFECT_API_URL, creating their work pool first if it is missing. Same as
+    `prefect deploy --all --prefect-file deployments/prefect.yaml` from the repository root."""
+    import tempfile
+
+    import httpx
+    import yaml
+
+    from tuneline.errors import ConfigError
+    from tuneline.settings import PROJECT_ROOT
+
+    with _plain_errors():
+        api = _prefect_api()
+        source = (prefect_file or PROJECT_ROOT / "deployments" / "prefect.yaml").resolve()
+        if not source.is_file():
+            raise ConfigError(f"{source} does not exist: pass --prefect-file (tuneline deploy reads a checkout's "
+                              "deployments/prefect.yaml by default)")
+        spec = yaml.safe_load(source.read_text()) or {}
+        deployments = spec.get("deployments") if isinstance(spec, dict) else None
+        if not deployments:
+            raise ConfigError(f"{source} defines no deployments")
+        if pool:
+            for deployment in deployments:
+                deployment["work_pool"] = {**(deployment.get("work_pool") or {}), "name": pool}
+        pools = sorted({(d.get("work_pool") or {}).get("name") for d in deployments} - {None})
+        for name in pools:
+            if httpx.get(f"{api}/work_pools/{name}", timeout=10).status_code == 404:
+                create = ["work-pool", "create", name, "--type", pool_type]
+                if pool_type != "process":
+                    template = PROJECT_ROOT / "infra" / "work-pools" / f"{pool_type}.json"
+                    if not template.is_file():
+                        raise ConfigError(f"base job template {template} is missing")
+                    create += ["--base-job-template", str(template)]
+                _run_prefect(create, PROJECT_ROOT)
+                typer.echo(f"created {pool_type} work pool {name}")
+        with tempfile.TemporaryDirectory() as scratch:
+            definitions = source
+            if pool:
+                definitions = Path(scratch) / "prefect.yaml"
+                definitions.write_text(yaml.safe_dump(spec, sort_keys=False))
+            # Entrypoints (flows/<file>.py:<flow>) are relative to the repository root.
+            _run_prefect(["deploy", "--all", "--prefect-file", str(definitions)], PROJECT_ROOT)
+        registered = httpx.post(f"{api}/deployments/filter", json={
+            "deployments": {"name": {"any_": [d["name"] for d in deployments]}}}, timeout=10).json()
+        for deployment in sorted(registered, key=lambda d: d["name"]):
+            flow_name = httpx.get(f"{api}/flows/{deployment['flow_id']}", timeout=10).json()["name"]
+            limit = (deployment.get("global_concurrency_limit") or {}).get("limit")
+            details = [f"cron {s['schedule']['cron']} {s['schedule'].get('timezone') or ''}".strip()
+                       for s in deployment["schedules"] if s["schedule"].get("cron")]
+            details += [f"at most {limit} at a time"] if limit else []
+            typer.echo(f"  {flow_name}/{deployment['name']} -> pool {deployment['work_pool_name']}"
+                       + (f" ({', '.join(details)})" if details else ""))
+        typer.echo(f"registered {len(registered)} deployments with {api}; a worker on pool(s) {', '.join(pools)} runs "
+                   "them (`make services-up` starts one for tuneline-process)")
+
+
+@app.command()
+def land(
+    path: Annotated[Path, typer.Argument(help="The new data: a file, or a folder saved by `datasets`.")],
+    model: Annotated[str, typer.Option(help="Registered model whose retrain deployment listens for it.")] =
+        "tuneline-classifier",
+    force: Annotated[bool, typer.Option(help="Announce even if the content is the one last announced.")] = False,
+) -> None:
+    """Announce new data to the Prefect server (event tuneline.data.landed): the retrain deployment's trigger
+    starts a run on it. Content already announced last for the model is not announced again, so this can run
+    from cron or a file watcher."""
+    with _plain_errors():
+        from tasks.ingest import DATA_LANDED, announce_landed_data  # imports Prefect
+
+        landed = announce_landed_data(path, model, force)
+    if landed.announced:
+        typer.echo(f"announced {landed.path} (sha256 {landed.sha256[:12]}) for {model}: event {DATA_LANDED}")
+    else:
+        typer.echo(f"{landed.path} is what was last announced for {model} (sha256 {landed.sha256[:12]}): "
+                   "nothing announced (--force announces it again)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,50 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+PiiPolicy = Literal["report", "mask", "fail"]
+PiiKind = Literal["email", "phone", "card", "ip"]
+
+
+class TextChecksConfig(_Section):
+    """Checks built for fine-tuning text. The validate stage runs them with the suite; label coverage per split
+    runs in the split stage. Each reports like an expectation (count, share, example rows)."""
+
+    max_truncated_share: float = Field(
+        0.05, ge=0, le=1,
+        description="Largest share of rows longer than train.max_length tokens, counted with the real tokenizer of "
+        "train.base_model (they would be truncated in training). 1 reports without failing.",
+    )
+    pii: PiiPolicy = Field(
+        "report",
+        description="Emails, phone numbers, card numbers (Luhn-checked) and IP addresses in the text (and in targets "
+        "of generation tasks): `report` counts them, `mask` also replaces them by [EMAIL], [PHONE], [CARD], [IP] "
+        "before training, `fail` stops the run.",
+    )
+    pii_kinds: list[PiiKind] = Field(["email", "phone", "card", "ip"], description="The kinds of PII looked for.")
+    min_rows_per_label: int = Field(
+        1, ge=0, le=1_000_000,
+        description="Classification: every label needs at least this many rows in each of train, validation and test.",
+    )
+    max_imbalance_ratio: float | None = Field(
+        None, ge=1,
+        description="Classification: largest allowed ratio of the most to the least frequent label's rows; "
+        "empty: the ratio is reported, never fails.",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="causal_lm: the format every prompt must already have, with {prompt} where the user's text goes "
+        "(e.g. `<|user|>\\n{prompt}\\n<|assistant|>\\n`), or `tokenizer` for the chat template of "
+        "train.base_model's tokenizer. Prompts are checked, not rewritten. Empty: no template check.",
+    )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _one_placeholder(cls, template: str | None) -> str | None:
+        if template is not None and template != "tokenizer" and template.count("{prompt}") != 1:
+            raise ValueError("chat_template must hold {prompt} exactly once (or be `tokenizer`)")
+        return template
+
+
 class DataConfig(_Section):
     path: str = Field(
         "builtin:sample-reviews",
@@ -42,6 +86,10 @@ class DataConfig(_Section):
         "text_classification",
         description="Great Expectations suite: a name in expectations/ or a path to a suite JSON file.",
     )
+    checks: TextChecksConfig = Field(
+        TextChecksConfig(),
+        description="Checks built for fine-tuning text, run with the suite: token lengths, PII, labels, prompts.",
+    )
 
     @field_validator("labels")
     @classmethod
@@ -59,13 +107,51 @@ class SplitConfig(_Section):
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="Share of rows for validation.")
     test_fraction: float = Field(0.1, gt=0, lt=1, description="Share of rows for the held-out test.")
     seed: int = Field(42, description="Seed of the shuffle; the same seed gives the same splits.")
-    stratify: bool = Field(True, description="Keep label proportions equal across splits.")
+    stratify: bool = Field(
+        True,
+        description="Keep label proportions equal across splits (random strategy; group strategy as far as whole "
+        "groups allow; a time split follows time only).",
+    )
+    strategy: Literal["random", "group", "time"] = Field(
+        "random",
+        description="`random`: seeded shuffle; `group`: rows sharing group_column (a user, a document) stay in one "
+        "split; `time`: by time_column, the oldest rows train and the most recent test.",
+    )
+    group_column: str | None = Field(None, description="strategy group: the column whose rows must stay together.")
+    time_column: str | None = Field(
+        None, description="strategy time: the column holding each row's time (ISO 8601 timestamps or numbers)."
+    )
+    near_duplicates: Literal["group", "drop", "ignore"] = Field(
+        "group",
+        description="Texts that are near-duplicates (see near_duplicate_threshold): `group` keeps each group in one "
+        "split, `drop` keeps the first row of each group, `ignore` does not look. No near-duplicate crosses splits "
+        "unless ignored; removed rows are logged with their reason.",
+    )
+    near_duplicate_threshold: float = Field(
+        0.8, gt=0, le=1,
+        description="Texts whose character n-gram Jaccard similarity, after normalising case, whitespace and "
+        "punctuation, reaches this are near-duplicates (1: only texts equal up to case and punctuation).",
+    )
+    near_duplicate_ngram: int = Field(5, ge=2, le=20, description="Characters per n-gram for near-duplicates.")
+    expected_test_hash: str | None = Field(
+        None,
+        description="The sha256 the test split must have (a version's `data.hash.test` tag): the run stops if this "
+        "split's test set differs, so it is provably scored on the same rows.",
+    )
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
         total = self.train_fraction + self.validation_fraction + self.test_fraction
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split fractions must sum to 1, got {total:.4f}")
+        if self.strategy == "group" and not self.group_column:
+            raise ValueError("split.strategy group needs split.group_column (the column whose rows stay together)")
+        if self.strategy == "time" and not self.time_column:
+            raise ValueError("split.strategy time needs split.time_column (the column holding each row's time)")
+        if self.group_column and self.strategy != "group":
+            raise ValueError(f"split.group_column applies to strategy group, not {self.strategy}")
+        if self.time_column and self.strategy != "time":
+            raise ValueError(f"split.time_column applies to strategy time, not {self.strategy}")
         return self
 
 
@@ -290,6 +376,26 @@ DEFAULT_SUITE = {"classification": "text_classification", "regression": "text_re
                  "seq2seq": "text_generation", "causal_lm": "text_generation"}
 
 
+class SignoffConfig(_Section):
+    """When a candidate that passed the gate waits for a person before it takes `champion`."""
+
+    policy: Literal["never", "always", "below_margin"] = Field(
+        "never",
+        description="`never`: the gate decides alone; `always`: every candidate that passes the gate waits for "
+        "approval; `below_margin`: only when its margin over the champion is below `margin`.",
+    )
+    margin: float = Field(
+        0.01, ge=0, le=100,
+        description="below_margin: ask when the candidate cleared the gate's bar (champion + min_improvement) on the "
+        "primary metric by less than this, in the metric's unit. A first version (no champion) is not asked.",
+    )
+    timeout_seconds: int = Field(
+        86_400, ge=1, le=30 * 86_400,
+        description="How long the flow waits for the decision; no answer in time is a rejection (stays challenger).",
+    )
+    poll_seconds: int = Field(10, ge=1, le=3600, description="How often the paused flow checks for the decision.")
+
+
 class PromotionConfig(_Section):
     """The quality gate a candidate must pass to take the `champion` alias."""
 
@@ -308,6 +414,10 @@ class PromotionConfig(_Section):
     )
     max_guarded_drop: float = Field(
         0.01, ge=0, description="Largest allowed loss on any guarded metric, in its own unit (BLEU is 0-100)."
+    )
+    signoff: SignoffConfig = Field(
+        SignoffConfig(),
+        description="A person's approval between challenger and champion: the retrain flow pauses for it in Prefect.",
     )
 
 
@@ -427,11 +537,22 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> RetrainConfig:
-    """Read a YAML config (optional), apply `key=value` overrides, validate.
+def describe_errors(exc: ValidationError) -> str:
+    """`train.epochs: Input should be greater than 0; ...`: each invalid field with its path."""
+    return "; ".join(
+        ("{}: ".format(".".join(str(p) for p in err["loc"])) if err["loc"] else "")
+        + err["msg"].removeprefix("Value error, ")
+        for err in exc.errors()
+    )
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None,
+                model: type[BaseModel] | None = None) -> Any:
+    """Read a YAML config (optional), apply `key=value` overrides, validate as `model` (default: RetrainConfig).
 
     Raises `ConfigError` naming the file and each invalid field.
     """
+    model = model or RetrainConfig
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -449,11 +570,6 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
         raw = _merge(raw, parse_overrides(overrides))
         source += " + overrides"
     try:
-        return RetrainConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            ("{}: ".format(".".join(str(p) for p in err["loc"])) if err["loc"] else "")
-            + err["msg"].removeprefix("Value error, ")
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid config ({source}): {problems}") from None
+        raise ConfigError(f"invalid config ({source}): {describe_errors(exc)}") from None

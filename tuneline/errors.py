@@ -72,3 +72,7 @@ def is_transient(exc: BaseException) -> bool:
 
 class QuantizationAccuracyError(TunelineError):
     """The quantized model lost more on the test split than `export.max_accuracy_drop`; nothing was registered."""
+
+
+class TuningError(TunelineError):
+    """A study that cannot go on: every trial failed, or it cannot resume with a changed setup."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -15,11 +16,18 @@ from tuneline.config import GenerationConfig, PromotionConfig
 from tuneline.data import content_hash, regression_targets
 from tuneline.errors import GateError
 from tuneline.evaluation import classification_report, generation_report, regression_report
-from tuneline.promotion import Decision, ModelMetrics, decide
+from tuneline.promotion import Decision, ModelMetrics, decide, needs_signoff
 
 log = logging.getLogger(__name__)
 
 TEST_SPLIT_ARTIFACT = "data/test.csv"
+
+
+SIGNOFF_OUTCOMES = ("approved", "rejected", "timed_out")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,8 @@ class GateResult:
     alias: str  # what the candidate holds now: champion or challenger
     champion_version: str | None  # the champion it was compared with
     champion_metrics: ModelMetrics | None
+    awaiting_signoff: bool = False  # passed the gate; holds challenger until a person approves (promotion.signoff)
+    signoff: str | None = None  # approved, rejected, timed_out or stale once a person was asked
 
 
 def metrics_from_tags(tags: dict[str, str]) -> ModelMetrics | None:
@@ -105,9 +115,52 @@ def run_gate(model_name: str, version: str, candidate: ModelMetrics, test: pd.Da
         decision, found = Decision(promote=False, reasons=(f"cannot compare with the champion: {exc}",)), None
     else:
         decision = decide(candidate, found[1] if found else None, policy)
-    alias = registry.CHAMPION if decision.promote else registry.CHALLENGER
-    registry.move_alias(model_name, alias, version, reason="gate: " + "; ".join(decision.reasons))
-    return GateResult(decision, alias, found[0] if found else None, found[1] if found else None)
+    pending = needs_signoff(decision, policy.signoff)
+    alias = registry.CHAMPION if decision.promote and not pending else registry.CHALLENGER
+    reason = ("gate passed, awaiting sign-off: " if pending else "gate: ") + "; ".join(decision.reasons)
+    registry.move_alias(model_name, alias, version, reason=reason)
+    if pending:
+        registry.set_version_tags(model_name, version, {"signoff.status": "pending", "signoff.requested": _now(),
+                                                        "signoff.policy": policy.signoff.policy})
+    return GateResult(decision, alias, found[0] if found else None, found[1] if found else None, awaiting_signoff=pending)
+
+
+def apply_signoff(model_name: str, version: str, gate: GateResult, outcome: str, approver: str,
+                  comment: str) -> GateResult:
+    """Act on a person's sign-off of a candidate that passed the gate, and record it on the version.
+
+    `approved` moves `champion` to the version, unless the champion changed while the
+    decision was pending (then the comparison is stale: it stays challenger, recorded as
+    `stale`). `rejected` and `timed_out` leave the champion where it is. The version gets
+    `signoff.decision`, `.by`, `.comment`, `.at` and `.champion` (the version it was compared with).
+    """
+    if outcome not in SIGNOFF_OUTCOMES:
+        raise GateError(f"unknown sign-off outcome {outcome!r}; expected one of {SIGNOFF_OUTCOMES}")
+    current = registry.version_by_alias(model_name, registry.CHAMPION)
+    current_version = str(current.version) if current is not None else None
+    recorded, alias = outcome, registry.CHALLENGER
+    said = f"{approver}" + (f": {comment}" if comment else "")
+    if outcome == "approved" and current_version != gate.champion_version:
+        recorded = "stale"
+        line = (f"sign-off by {said} not applied: champion moved from {gate.champion_version or 'none'} to "
+                f"{current_version or 'none'} while it was pending; run the gate again (tuneline promote)")
+    elif outcome == "approved":
+        alias = registry.CHAMPION
+        line = f"signed off by {said}"
+        registry.move_alias(model_name, registry.CHAMPION, version,
+                            reason=f"gate: {'; '.join(gate.decision.reasons)}; {line}")
+    elif outcome == "rejected":
+        line = f"sign-off rejected by {said}"
+    else:
+        line = f"no sign-off in time ({comment}); treated as a rejection"
+    registry.set_version_tags(model_name, version, {
+        "signoff.status": "done", "signoff.decision": recorded, "signoff.by": approver, "signoff.comment": comment,
+        "signoff.at": _now(), "signoff.champion": gate.champion_version or "",
+    })
+    decision = Decision(promote=alias == registry.CHAMPION, reasons=(line, *gate.decision.reasons),
+                        margin=gate.decision.margin)
+    return GateResult(decision, alias, gate.champion_version, gate.champion_metrics, awaiting_signoff=False,
+                      signoff=recorded)
 
 
 def promote(model_name: str, version: str, policy: PromotionConfig, reason: str, force: bool = False) -> GateResult:

@@ -21,10 +21,12 @@ class OnnxClassifier:
     """An ONNX sequence classifier plus its tokenizer, loaded from files.
 
     `tokenizer_dir` is the folder `save_pretrained` wrote (tokenizer.json,
-    tokenizer_config.json, config.json with `id2label`).
+    tokenizer_config.json, config.json with `id2label`). `spinning=False` stops onnxruntime's
+    threads from busy-waiting between operators.
     """
 
-    def __init__(self, onnx_path: Path | str, tokenizer_dir: Path | str, max_length: int, threads: int | None = None):
+    def __init__(self, onnx_path: Path | str, tokenizer_dir: Path | str, max_length: int, threads: int | None = None,
+                 spinning: bool = True):
         import onnxruntime as ort
 
         tokenizer_dir = Path(tokenizer_dir)
@@ -33,6 +35,8 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spinning:  # idle threads sleep instead of busy-waiting: for a process that shares its cores (a server)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         # transformers omits id2label from config.json when it is the default LABEL_<i>.

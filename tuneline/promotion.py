@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuneline.config import LOWER_IS_BETTER, PromotionConfig
+from tuneline.config import LOWER_IS_BETTER, PromotionConfig, SignoffConfig
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class ModelMetrics:
 class Decision:
     promote: bool
     reasons: tuple[str, ...]
+    # How far the candidate cleared the bar (champion + min_improvement) on the primary metric, in its unit,
+    # positive = better; None when there was no champion to compare with.
+    margin: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -67,12 +70,48 @@ def decide(candidate: ModelMetrics, champion: ModelMetrics | None, policy: Promo
             f"{'improvement' if name in LOWER_IS_BETTER else 'change'} {gain:+.4f}, "
             f"required at least {policy.min_improvement:+.4f}")
     (failed if gain < policy.min_improvement - 1e-12 else passed).append(line)
+    margin = gain - policy.min_improvement
     for guarded in policy.guarded_metrics:
         drop = -_gain(guarded, candidate, champion)
         line = (f"{guarded} {candidate.get(guarded):.4f} vs champion {champion.get(guarded):.4f}: "
                 f"{'worse by' if guarded in LOWER_IS_BETTER else 'drop'} {drop:+.4f}, allowed {policy.max_guarded_drop:.4f}")
         (failed if drop > policy.max_guarded_drop + 1e-12 else passed).append(line)
-    return Decision(promote=not failed, reasons=tuple(failed + passed))
+    return Decision(promote=not failed, reasons=tuple(failed + passed), margin=margin)
+
+
+def needs_signoff(decision: Decision, policy: SignoffConfig) -> bool:
+    """Whether a person must approve this decision before the candidate takes `champion`.
+
+    Only a candidate that passed the gate is asked about: `always` asks every time,
+    `below_margin` when it cleared the bar by less than `policy.margin` (a first version,
+    with no champion to compare with, is not asked), `never` never.
+    """
+    if not decision.promote or policy.policy == "never":
+        return False
+    if policy.policy == "always":
+        return True
+    return decision.margin is not None and decision.margin < policy.margin - 1e-12
+
+
+def comparison_rows(candidate: ModelMetrics, champion: ModelMetrics | None, primary: str) -> list[dict[str, object]]:
+    """Candidate vs champion, one row per metric (primary first): what a person signing off looks at.
+
+    `better` says whether the candidate is better on that metric, whichever way it points.
+    """
+    names = [primary] + sorted(name for name in candidate.values if name != primary)
+    rows = []
+    for name in names:
+        row: dict[str, object] = {"metric": name + (" (primary)" if name == primary else ""),
+                                  "candidate": round(candidate.get(name), 4)}
+        if champion is not None and name in champion.values:
+            row["champion"] = round(champion.get(name), 4)
+            gain = _gain(name, candidate, champion)
+            row["change"] = f"{candidate.get(name) - champion.get(name):+.4f}"
+            row["better"] = "yes" if gain > 1e-12 else ("same" if abs(gain) <= 1e-12 else "no")
+        else:
+            row |= {"champion": "", "change": "", "better": ""}
+        rows.append(row)
+    return rows
 
 
 def _gain(name: str, candidate: ModelMetrics, champion: ModelMetrics) -> float:

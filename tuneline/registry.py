@@ -266,6 +266,11 @@ def _tag_version(model_name: str, version: str, tags: dict[str, str]) -> None:
         mlflow_client.set_model_version_tag(model_name, version, key, value)
 
 
+def set_version_tags(model_name: str, version: str, tags: dict[str, Any]) -> None:
+    """Record lineage on a registered version (a sign-off, a decision), values as strings."""
+    _tag_version(model_name, str(version), {key: str(value) for key, value in tags.items()})
+
+
 def move_alias(model_name: str, alias: str, version: str, reason: str, keep_previous: bool = False) -> str | None:
     """Point `alias` at `version`, recording the move as tags on both versions; return the version it left.
 
@@ -348,3 +353,24 @@ def download_model(model_uri: str, destination: Path | None = None) -> Path:
     destination = destination or Path(tempfile.mkdtemp(prefix="tuneline-model-"))
     local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(destination))
     return Path(local) / "artifacts"
+
+
+def _version_repository(model_name: str, version: str):
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    _point_fluent_api_at_store()
+    return ModelsArtifactRepository(f"models:/{model_name}/{version}")
+
+
+def list_version_files(model_name: str, version: str, folder: str = "artifacts") -> list[str]:
+    """Paths directly under `folder` of a version's MLflow model (`artifacts/model.int8.onnx`, `artifacts/hf_model`)."""
+    return [entry.path for entry in _version_repository(model_name, version).list_artifacts(folder)]
+
+
+def download_version_files(model_name: str, version: str, paths: list[str], destination: Path) -> Path:
+    """Download only `paths` of a version (relative to its MLflow model: `MLmodel`, `artifacts/hf_model/config.json`,
+    a folder downloads whole), laid out as in the registry under `destination`; return `destination`."""
+    repository = _version_repository(model_name, version)
+    for path in paths:
+        repository.download_artifacts(path, str(destination))
+    return destination

@@ -8,21 +8,27 @@
   `/v2/models/{name}/infer` (one BYTES input).
 - `/metrics`: Prometheus text (requests, latency, batch sizes, the version served).
 
-Concurrent classification / regression requests are batched (up to `max_batch_size` texts, waiting at
-most `max_wait_ms`); with an alias in the URI the server polls the registry and swaps to a new version
-between batches, so a request in flight finishes on the version it started on.
+Concurrent requests are batched (up to `max_batch_size` texts, waiting at most `max_wait_ms`):
+classification and regression always, generation when greedy with the same decoding settings. A
+classifier runs a batch sorted by length, `texts_per_run` texts per onnxruntime call, so short texts
+are not padded to the longest. With an alias in the URI the server polls the registry and swaps to a
+new version between batches, so a request in flight finishes on the version it started on. Only the
+files serving reads are downloaded (MLmodel, one ONNX model, the tokenizer), not the whole version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneline.config import GENERATIVE_TASKS
+from tuneline.errors import RegistrationError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,9 @@ class ServeSettings(BaseModel):
     reload_interval_s: float = Field(30.0, ge=0, description="Alias polling interval; 0 turns reloading off.")
     token_env: str = Field("TUNELINE_SERVE_TOKEN", description="Env var whose value, when set, is the bearer token.")
     threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads; empty: all cores.")
+    texts_per_run: int = Field(8, ge=1, le=1024, description="Texts per onnxruntime call of a classifier: a batch "
+                                                             "runs sorted by length in pieces of this many, so "
+                                                             "short texts are not padded to the longest.")
 
     def reference(self) -> tuple[str, str]:
         """`(name, alias or version)` of the model URI; ValueError for anything else."""
@@ -74,38 +84,71 @@ class LoadedModel:
     predict: Callable[[list[str], dict[str, Any]], list[dict[str, Any]]]
     folder: Path
     loaded_at: float = field(default_factory=time.time)
+    decoding: Callable[[dict[str, Any]], Any] | None = None  # generation: a request's parameters, validated
 
 
-def load_model(name: str, version: str, threads: int | None = None, scratch: Path | None = None) -> LoadedModel:
-    """Download a version's files and build its onnxruntime predictor (INT8 ONNX when there is one)."""
+# What serving reads of a version: MLmodel (task, max_length, decoding settings), one ONNX model (INT8 when
+# there is one) and the tokenizer files. The HF weights and the other precision stay in the registry.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
+
+
+def files_to_serve(available: list[str]) -> list[str]:
+    """The paths of a version that `load_model` downloads, given what is under its `artifacts/`."""
+    for choice in ("artifacts/generator.int8", "artifacts/generator", "artifacts/model.int8.onnx", "artifacts/model.onnx"):
+        if choice in available:
+            tokenizer = [] if "generator" in choice else [f"artifacts/hf_model/{name}" for name in TOKENIZER_FILES]
+            return ["MLmodel", choice, *tokenizer]
+    raise RegistrationError(f"the version has no ONNX model to serve (model.onnx or generator/ under artifacts/); "
+                            f"it holds {sorted(available)}")
+
+
+def run_sorted(predict: Callable[[list[str]], list], texts: list[str], texts_per_run: int) -> list:
+    """`predict` over `texts` in pieces of `texts_per_run`, shortest texts first, so that a piece is padded to
+    a length close to each of its texts; the results come back in the order of `texts`."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # characters: a cheap proxy for tokens
+    results: list = [None] * len(texts)
+    for start in range(0, len(texts), texts_per_run):
+        piece = order[start : start + texts_per_run]
+        for i, result in zip(piece, predict([texts[i] for i in piece])):
+            results[i] = result
+    return results
+
+
+def load_model(name: str, version: str, threads: int | None = None, scratch: Path | None = None,
+               texts_per_run: int = 8) -> LoadedModel:
+    """Download the files serving needs of a version and build its onnxruntime predictor (INT8 ONNX when there is one)."""
     from tuneline import registry
 
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-v{version}-", dir=scratch))
-    artifacts = registry.download_version(name, version, folder)
-    settings = (yaml.safe_load((artifacts.parent / "MLmodel").read_text())["flavors"]["python_function"]
+    wanted = files_to_serve(registry.list_version_files(name, version))
+    registry.download_version_files(name, version, wanted, folder)
+    settings = (yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
                 .get("config") or {})
     task, max_length = settings.get("task", "classification"), int(settings.get("max_length", 128))
     if task in GENERATIVE_TASKS:
         from tuneline.config import GenerationConfig
         from tuneline.onnx_generator import OnnxGenerator
 
-        generator_dir = next(p for p in (artifacts / "generator.int8", artifacts / "generator") if p.is_dir())
-        generator, defaults = OnnxGenerator(generator_dir, threads), dict(settings.get("generation") or {})
+        generator, defaults = OnnxGenerator(folder / wanted[1], threads), dict(settings.get("generation") or {})
+
+        def decoding(parameters: dict[str, Any]) -> GenerationConfig:
+            return GenerationConfig(**(defaults | parameters))
 
         def predict(texts: list[str], parameters: dict[str, Any]) -> list[dict[str, Any]]:
-            decoding = GenerationConfig(**(defaults | parameters))
-            return [{"generated": text} for text in generator.generate(texts, decoding)]
+            return [{"generated": text} for text in generator.generate(texts, decoding(parameters))]
 
-        return LoadedModel(name, version, task, (), predict, folder)
+        return LoadedModel(name, version, task, (), predict, folder, decoding=decoding)
     from tuneline.onnx_classifier import OnnxClassifier
 
-    onnx_path = next(p for p in (artifacts / "model.int8.onnx", artifacts / "model.onnx") if p.is_file())
-    classifier = OnnxClassifier(onnx_path, artifacts / "hf_model", max_length, threads)
+    # No spinning: the event loop shares the cores, and threads busy-waiting between operators starve it.
+    classifier = OnnxClassifier(folder / wanted[1], folder / "artifacts" / "hf_model", max_length, threads,
+                                spinning=False)
     if task == "regression":
-        return LoadedModel(name, version, task, (), lambda texts, _: [{"value": v} for v in classifier.predict_values(texts)],
-                           folder)
-    predict = lambda texts, _: [{"label": label, "score": score} for label, score in classifier.predict(texts)]  # noqa: E731
-    return LoadedModel(name, version, task, classifier.labels, predict, folder)
+        return LoadedModel(name, version, task, (), lambda texts, _: [
+            {"value": value} for value in run_sorted(classifier.predict_values, texts, texts_per_run)], folder)
+    return LoadedModel(name, version, task, classifier.labels, lambda texts, _: [
+        {"label": label, "score": score} for label, score in run_sorted(classifier.predict, texts, texts_per_run)],
+        folder)
 
 
 class ModelHolder:
@@ -123,7 +166,7 @@ class ModelHolder:
         version = str(registry.resolve_version(self.name, self.reference).version)
         if self.current is not None and self.current.version == version:
             return False
-        model = load_model(self.name, version, self.settings.threads, self.scratch)
+        model = load_model(self.name, version, self.settings.threads, self.scratch, self.settings.texts_per_run)
         previous, self.current = self.current, model  # one assignment: readers see the old model or the new one
         log.info("serving %s version %s (%s)", self.name, version, model.task)
         if previous is not None:
@@ -134,45 +177,81 @@ class ModelHolder:
 @dataclass
 class _Pending:
     texts: list[str]
+    parameters: dict[str, Any]
+    key: str  # requests run together only with the same parameters
     future: asyncio.Future
+    arrived: float
 
 
 class Batcher:
-    """Groups concurrent requests into batches of at most `max_texts`, waiting at most `max_wait` seconds."""
+    """Groups concurrent requests with the same parameters into batches of at most `max_texts`; a request
+    waits at most `max_wait` seconds after its arrival for the batch to fill, so requests that queued
+    while the model was busy go at once. Batches run one at a time on a single model thread, off the
+    event loop."""
 
     def __init__(self, holder: ModelHolder, max_texts: int, max_wait: float, observe: Callable[[int], None]):
         self.holder, self.max_texts, self.max_wait, self.observe = holder, max_texts, max_wait, observe
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.pending: deque[_Pending] = deque()
+        self.size = 0  # texts pending
+        self.arrived, self.full = asyncio.Event(), asyncio.Event()
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="tuneline-model")
 
-    async def submit(self, texts: list[str]) -> tuple[LoadedModel, list[dict[str, Any]]]:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(texts, future))
+    async def submit(self, texts: list[str], parameters: dict[str, Any] | None = None,
+                     ) -> tuple[LoadedModel, list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        parameters = parameters or {}
+        self.pending.append(_Pending(texts, parameters, json.dumps(parameters, sort_keys=True), future, loop.time()))
+        self.size += len(texts)
+        self.arrived.set()
+        if self.size >= self.max_texts:
+            self.full.set()
         return await future
+
+    def take(self) -> list[_Pending]:
+        """The oldest pending request and the next ones with the same parameters, up to `max_texts` texts
+        (one request at least, however large); the others keep their places."""
+        batch, others, size, room = [], deque(), 0, True
+        for item in self.pending:
+            if not batch or (room and item.key == batch[0].key and size + len(item.texts) <= self.max_texts):
+                batch.append(item)
+                size += len(item.texts)
+            else:
+                room = room and item.key != batch[0].key  # first come, first served among the same settings
+                others.append(item)
+        self.pending = others
+        self.size -= size
+        if not self.pending:
+            self.arrived.clear()
+        if self.size < self.max_texts:
+            self.full.clear()
+        return batch
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
-            size, deadline = len(batch[0].texts), loop.time() + self.max_wait
-            while size < self.max_texts:
+            await self.arrived.wait()
+            wait = self.pending[0].arrived + self.max_wait - loop.time()
+            if self.size < self.max_texts and wait > 0:
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+                    await asyncio.wait_for(self.full.wait(), wait)
                 except TimeoutError:
-                    break
-                batch.append(item)
-                size += len(item.texts)
+                    pass
+            batch = self.take()
             model = self.holder.current  # one version for the whole batch, even if a reload lands meanwhile
             texts = [text for item in batch for text in item.texts]
             self.observe(len(texts))
             try:
-                outputs = await asyncio.to_thread(model.predict, texts, {})
+                outputs = await loop.run_in_executor(self.worker, model.predict, texts, batch[0].parameters)
             except Exception as error:  # a model failure fails its requests, not the server
                 for item in batch:
-                    item.future.set_exception(error)
+                    if not item.future.done():
+                        item.future.set_exception(error)
                 continue
             start = 0
             for item in batch:
-                item.future.set_result((model, outputs[start : start + len(item.texts)]))
+                if not item.future.done():  # its client may have gone
+                    item.future.set_result((model, outputs[start : start + len(item.texts)]))
                 start += len(item.texts)
 
 
@@ -199,7 +278,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None):
     """The ASGI app. The model loads at start-up; `/v2/health/ready` says 200 once it has."""
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import FastAPI, HTTPException
     from fastapi.responses import JSONResponse, PlainTextResponse
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -233,29 +312,64 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None):
         yield
         for worker in workers:
             worker.cancel()
+        batcher.worker.shutdown(wait=False)
         shutil.rmtree(scratch, ignore_errors=True)
 
     app = FastAPI(title="tuneline", lifespan=lifespan)
     token = os.environ.get(settings.token_env) or None
+    expected = f"Bearer {token}".encode()
     open_paths = ("/v2/health/", "/metrics")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        started, endpoint = time.perf_counter(), request.url.path
-        if token and not endpoint.startswith(open_paths):
-            if request.headers.get("authorization") != f"Bearer {token}":
-                requests.labels(endpoint, "401").inc()
-                return JSONResponse({"error": "missing or wrong bearer token"}, 401,
-                                    headers={"WWW-Authenticate": "Bearer"})
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            requests.labels(endpoint, "413").inc()
-            return JSONResponse({"error": f"request body of {length} bytes is over the limit of "
-                                          f"{settings.max_body_bytes}"}, 413)
-        response = await call_next(request)
-        requests.labels(endpoint, str(response.status_code)).inc()
-        latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
+    class Guard:
+        """Bearer token, body size limit and request metrics as plain ASGI: FastAPI's `@app.middleware`
+        (BaseHTTPMiddleware) costs a task group and a streamed copy of the response per request."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            started, path, headers = time.perf_counter(), scope["path"], dict(scope["headers"])
+            if token and not path.startswith(open_paths) and headers.get(b"authorization") != expected:
+                return await reject(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+            length = headers.get(b"content-length", b"")
+            if length.isdigit() and int(length) > settings.max_body_bytes:
+                return await reject(send, 413, f"request body of {int(length)} bytes is over the limit of "
+                                               f"{settings.max_body_bytes}")
+            status, received = 500, 0
+
+            async def receiving():
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > settings.max_body_bytes:  # a chunked body has no content-length to check up front
+                    raise HTTPException(413, f"request body is over the limit of {settings.max_body_bytes} bytes")
+                return message
+
+            async def sending(message):
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await self.app(scope, receiving, sending)
+            finally:
+                route = scope.get("route")  # the template (/v2/models/{name}/infer): label values stay few
+                endpoint = getattr(route, "path", "(no route)")
+                requests.labels(endpoint, str(status)).inc()
+                latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    async def reject(send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+        requests.labels("(turned away)", str(status)).inc()
+        body = json.dumps({"error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                                *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    app.add_middleware(Guard)
 
     def checked(texts: list[str]) -> list[str]:
         if len(texts) > settings.max_inputs:
@@ -267,14 +381,16 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None):
 
     async def run(texts: list[str], parameters: dict[str, Any]) -> tuple[LoadedModel, list[dict[str, Any]]]:
         model = holder.current
-        if model.task in GENERATIVE_TASKS:  # per-request decoding settings: not batched across requests
-            try:
+        if model.task not in GENERATIVE_TASKS:
+            if parameters:
+                raise HTTPException(422, f"parameters apply to generation models; {model.name} is a {model.task} model")
+            return await batcher.submit(texts)
+        try:
+            if model.decoding(parameters).do_sample:  # a sampled text depends on the rows drawn beside it: alone
                 return model, await asyncio.to_thread(model.predict, texts, parameters)
-            except (TypeError, ValueError) as error:  # invalid decoding settings
-                raise HTTPException(422, f"parameters: {error}") from None
-        if parameters:
-            raise HTTPException(422, f"parameters apply to generation models; {model.name} is a {model.task} model")
-        return await batcher.submit(texts)
+            return await batcher.submit(texts, parameters)  # greedy: batched with requests of the same settings
+        except (TypeError, ValueError) as error:  # decoding settings the model refuses (a batch shares them)
+            raise HTTPException(422, f"parameters: {error}") from None
 
     @app.post("/v1/predict")
     async def predict(body: PredictRequest) -> dict[str, Any]:
@@ -332,4 +448,5 @@ def serve(settings: ServeSettings) -> None:
     import uvicorn
 
     settings.reference()  # a malformed URI fails before anything starts
+    # loop and http "auto" (the defaults): uvloop and httptools, which the serving requirements install
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

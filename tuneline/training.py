@@ -275,12 +275,31 @@ def training_arguments(config: TrainConfig, task: str, output_dir: Path, device:
     )
 
 
+# Trainer log keys -> the metric names the MLflow run shows.
+_METRIC_NAMES = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+
+
+def mlflow_logger(run_id: str) -> Callable[[dict[str, float], int], None]:
+    """An `on_log` for `fine_tune` that streams loss, learning rate and validation metrics to an MLflow run."""
+    from tuneline import registry
+
+    def forward(logs: dict[str, float], step: int) -> None:
+        metrics = {_METRIC_NAMES[k]: v for k, v in logs.items() if k in _METRIC_NAMES}
+        metrics |= {f"validation_{k[5:]}": v for k, v in logs.items()
+                    if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
+        if metrics:
+            registry.log_metrics(run_id, metrics, step=step)
+
+    return forward
+
+
 def fine_tune(
     splits: SplitResult,
     config: TrainConfig,
     output_dir: Path,
     on_log: Callable[[dict[str, float], int], None] | None = None,
     task: str = "classification",
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Fine-tune `config.base_model` on the train split for `task` with `config.method`; save to `<output_dir>/hf_model`.
 
@@ -288,6 +307,7 @@ def fine_tune(
     rate, validation metrics), e.g. to forward them to MLflow. A run whose
     `checkpoints/` folder holds a checkpoint continues from the latest one
     when `config.resume` is set (a retried task does not start over).
+    `callbacks` are extra `TrainerCallback`s (the tune flow's pruning reporter).
     """
     from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, TrainerCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
@@ -333,12 +353,12 @@ def fine_tune(
                 on_log(numbers, state.global_step)
 
     args = training_arguments(config, task, output_dir, device, precision)
-    callbacks = [_Progress()]
+    trainer_callbacks = [_Progress(), *(callbacks or [])]
     if config.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=train_set, eval_dataset=validation_set,
-        data_collator=_collator(task, tokenizer), compute_metrics=_metric_function(task), callbacks=callbacks,
+        data_collator=_collator(task, tokenizer), compute_metrics=_metric_function(task), callbacks=trainer_callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts when tqdm is off; _Progress logs instead
     if config.lr_scheduler in ("step", "exponential"):

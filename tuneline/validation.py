@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from tuneline.errors import ConfigError, DataValidationError
 from tuneline.settings import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from tuneline.config import SplitConfig, TextChecksConfig
+    from tuneline.data import SplitResult
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 EXAMPLE_ROWS = 5
@@ -30,9 +35,11 @@ class ExpectationOutcome:
     unexpected_count: int | None = None
     observed_value: Any = None
     example_rows: tuple[dict[str, Any], ...] = ()
+    note: str | None = None  # what the check is for, in words (text checks carry one)
 
     def describe(self) -> str:
         where = f" on column {self.column!r}" if self.column else ""
+        where += f" ({self.note})" if self.note else ""
         detail = []
         if self.unexpected_count is not None:
             detail.append(f"{self.unexpected_count} unexpected rows")
@@ -49,6 +56,16 @@ class ValidationReport:
     success: bool
     evaluated: int
     outcomes: tuple[ExpectationOutcome, ...] = field(default_factory=tuple)
+    # Tokens each row needs in training (the token-length check); None when it did not run.
+    token_lengths: np.ndarray | None = field(default=None, repr=False, compare=False)
+    max_length: int | None = None
+
+    @property
+    def truncated_share(self) -> float | None:
+        """Share of rows longer than max_length tokens, or None when token lengths were not measured."""
+        if self.token_lengths is None or not len(self.token_lengths):
+            return None
+        return float((self.token_lengths > self.max_length).mean())
 
     @property
     def failures(self) -> tuple[ExpectationOutcome, ...]:
@@ -61,6 +78,8 @@ class ValidationReport:
             "evaluated": self.evaluated,
             "failed": len(self.failures),
             "outcomes": [o.__dict__ | {"example_rows": list(o.example_rows)} for o in self.outcomes],
+            "truncated_share": self.truncated_share,
+            "max_length": self.max_length,
         }
 
     def to_markdown(self) -> str:
@@ -72,7 +91,7 @@ class ValidationReport:
         ]
         for o in self.outcomes:
             lines.append(
-                f"| {o.expectation} | {o.column or ''} | {'ok' if o.success else '**failed**'} "
+                f"| {o.expectation}{f' ({o.note})' if o.note else ''} | {o.column or ''} | {'ok' if o.success else '**failed**'} "
                 f"| {'' if o.unexpected_count is None else o.unexpected_count} "
                 f"| {'' if o.observed_value is None else o.observed_value} |"
             )
@@ -113,6 +132,10 @@ def _outcome(result: Any) -> ExpectationOutcome:
     observed = details.get("observed_value")
     if observed is None and result.exception_info.get("raised_exception"):
         observed = result.exception_info.get("exception_message")
+    mostly = config.kwargs.get("mostly")
+    if observed is None and mostly is not None and details.get("unexpected_percent") is not None:
+        # A share-bounded check: say the share found next to the share allowed.
+        observed = f"{details['unexpected_percent']:.1f}% of rows (allowed {100 * (1 - mostly):.1f}%)"
     return ExpectationOutcome(
         expectation=config.type,
         column=config.kwargs.get("column"),
@@ -120,11 +143,109 @@ def _outcome(result: Any) -> ExpectationOutcome:
         unexpected_count=details.get("unexpected_count"),
         observed_value=_json_safe(observed),
         example_rows=examples,
+        note=(config.meta or {}).get(TEXT_CHECK_NOTE),
     )
 
 
+TEXT_CHECK_NOTE = "tuneline_check"  # meta key naming what a text check added to a suite is for
+
+
+def _text_check_expectations(frame: pd.DataFrame, task: str, checks: TextChecksConfig, max_length: int | None,
+                             tokenizer, split: SplitConfig | None) -> tuple[pd.DataFrame, list, np.ndarray | None]:
+    """The frame with the columns the text checks read (`token_count`, `pii_found`) and the GE expectations on them.
+
+    Built-in GE expectations on derived columns: the report shows them like the suite's own,
+    with counts, shares and example rows (the PII column holds only the kinds found, never the value).
+    """
+    import great_expectations as gx
+
+    from tuneline.text_checks import pii_column, template_regex, token_lengths
+
+    expectations, lengths = [], None
+    if "text" not in frame.columns or "label" not in frame.columns:
+        return frame, expectations, lengths  # the suite's own column checks report that
+    if tokenizer is not None and max_length is not None:
+        lengths = token_lengths(frame, task, tokenizer)
+        frame = frame.assign(token_count=lengths)
+        what = {"causal_lm": "prompt + response", "seq2seq": "longer of input and target"}.get(task, "input")
+        expectations.append(gx.expectations.ExpectColumnValuesToBeBetween(
+            column="token_count", max_value=max_length, mostly=1.0 - checks.max_truncated_share,
+            meta={TEXT_CHECK_NOTE: f"tokens of the {what} vs train.max_length {max_length}: longer rows are truncated"}))
+    pii_columns = ["text", "label"] if task in ("seq2seq", "causal_lm") else ["text"]
+    frame = frame.assign(pii_found=pii_column(frame, pii_columns, checks.pii_kinds))
+    expectations.append(gx.expectations.ExpectColumnValuesToBeInSet(
+        column="pii_found", value_set=[""], mostly=1.0 if checks.pii == "fail" else 0.0,
+        meta={TEXT_CHECK_NOTE: f"PII in {' and '.join(pii_columns)}, policy {checks.pii}"}))
+    if task == "causal_lm":
+        for column, role in (("text", "prompt"), ("label", "response")):
+            expectations.append(gx.expectations.ExpectColumnValuesToMatchRegex(
+                column=column, regex=r"\S", meta={TEXT_CHECK_NOTE: f"the {role} is not empty"}))
+        if checks.chat_template:
+            expectations.append(gx.expectations.ExpectColumnValuesToMatchRegex(
+                column="text", regex=template_regex(checks.chat_template, tokenizer),
+                meta={TEXT_CHECK_NOTE: f"prompts follow the chat template {checks.chat_template!r}"}))
+    if split is not None:
+        for column in (split.group_column, split.time_column):
+            if column:
+                expectations.append(gx.expectations.ExpectColumnToExist(
+                    column=column, meta={TEXT_CHECK_NOTE: f"split.{split.strategy} needs it"}))
+                if column in frame.columns:
+                    expectations.append(gx.expectations.ExpectColumnValuesToNotBeNull(
+                        column=column, meta={TEXT_CHECK_NOTE: f"every row needs one for split.strategy {split.strategy}"}))
+    return frame, expectations, lengths
+
+
+def _custom_outcomes(frame: pd.DataFrame, task: str, checks: TextChecksConfig | None,
+                     split: SplitConfig | None) -> list[ExpectationOutcome]:
+    """Checks GE has no expectation for, reported like one: label imbalance, near-duplicates, time parsing."""
+    from tuneline.text_checks import find_near_duplicates, imbalance_ratio
+
+    outcomes: list[ExpectationOutcome] = []
+    if "text" not in frame.columns or "label" not in frame.columns:
+        return outcomes
+    if checks is not None and task == "classification" and frame["label"].notna().any():
+        ratio = imbalance_ratio(frame["label"].dropna())
+        counts = frame["label"].value_counts()
+        bound = checks.max_imbalance_ratio
+        outcomes.append(ExpectationOutcome(
+            expectation="expect_label_imbalance_ratio_to_be_at_most", column="label",
+            success=bound is None or ratio <= bound,
+            observed_value=f"{ratio:.2f} ({counts.index[0]!s}: {counts.iloc[0]} rows, {counts.index[-1]!s}: "
+                           f"{counts.iloc[-1]} rows)" + ("" if bound is None else f", allowed {bound:.2f}"),
+            note="most over least frequent label" + (" (reported only)" if bound is None else "")))
+    if split is not None and split.near_duplicates != "ignore":
+        near = find_near_duplicates(frame["text"], split.near_duplicate_threshold, split.near_duplicate_ngram)
+        rows = frame["row"].to_numpy() if "row" in frame.columns else np.arange(len(frame))
+        examples = tuple({"row": _json_safe(rows[a]), "near_row": _json_safe(rows[b]), "similarity": sim}
+                         for a, b, sim in near.pairs[:EXAMPLE_ROWS])
+        largest = int(np.bincount(near.groups).max()) if len(near.groups) else 0
+        handling = {"group": "the split keeps each group in one split", "drop": "the split keeps one row per group"}
+        outcomes.append(ExpectationOutcome(
+            expectation="expect_near_duplicates_to_stay_in_one_split", column="text", success=True,
+            unexpected_count=near.grouped_rows,
+            observed_value=f"{near.group_count} groups of near-duplicates ({near.grouped_rows} rows, largest "
+                           f"{largest}); {handling[split.near_duplicates]}",
+            example_rows=examples,
+            note=f"normalised {split.near_duplicate_ngram}-gram Jaccard >= {split.near_duplicate_threshold}"))
+    if split is not None and split.strategy == "time" and split.time_column in frame.columns:
+        from tuneline.data import time_order
+        from tuneline.errors import SplitError
+
+        try:
+            time_order(frame.dropna(subset=[split.time_column]), split.time_column)
+            success, observed = True, None
+        except SplitError as exc:
+            success, observed = False, str(exc)
+        outcomes.append(ExpectationOutcome(
+            expectation="expect_column_values_to_be_times", column=split.time_column, success=success,
+            observed_value=observed, note="split.strategy time orders rows by it"))
+    return outcomes
+
+
 def validate_frame(
-    frame: pd.DataFrame, suite: str, allowed_labels: list[str] | None = None, task: str = "classification"
+    frame: pd.DataFrame, suite: str, allowed_labels: list[str] | None = None, task: str = "classification",
+    checks: TextChecksConfig | None = None, max_length: int | None = None, tokenizer=None,
+    split: SplitConfig | None = None,
 ) -> ValidationReport:
     """Run the suite on the frame; return every expectation's outcome (does not raise on failure).
 
@@ -132,6 +253,11 @@ def validate_frame(
     For `regression` the suite also sees `label_value`, the label parsed as a float (NaN
     where it is not a number), so a suite can bound the target with
     `expect_column_values_to_be_between` on that column.
+
+    With `checks` (data.checks), the text checks run in the same validation: PII, prompt and
+    response of causal_lm data and the chat template, label imbalance; token lengths too when
+    `tokenizer` and `max_length` are given; with `split` the group / time column and the
+    near-duplicate groups the split will keep together.
     """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -141,9 +267,14 @@ def validate_frame(
         frame = frame.assign(label_value=pd.to_numeric(frame["label"], errors="coerce").astype(float))
     suite_path = resolve_suite_path(suite)
     expectation_suite = load_suite(suite_path)
+    lengths, extra = None, []
+    if checks is not None:
+        frame, extra, lengths = _text_check_expectations(frame, task, checks, max_length, tokenizer, split)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     expectation_suite = context.suites.add(expectation_suite)
+    for expectation in extra:  # the text checks join the suite's own expectations, in this run only
+        expectation_suite.add_expectation(expectation)
     batch_definition = (
         context.data_sources.add_pandas("tuneline")
         .add_dataframe_asset("ingested")
@@ -162,13 +293,53 @@ def validate_frame(
             f"expectation suite {suite!r} needs a parameter this {task} run does not give ({exc}); "
             "a classification suite takes allowed_labels: check data.expectation_suite matches the task"
         ) from None
-    outcomes = tuple(_outcome(r) for r in result.results)
+    outcomes = [_outcome(r) for r in result.results]
+    if "pii_found" in frame.columns:
+        found = frame["pii_found"][frame["pii_found"] != ""].str.split(", ").explode().value_counts()
+        counts = ", ".join(f"{kind}: {int(n)} rows" for kind, n in found.items()) or "none found"
+        outcomes = [replace(o, observed_value=counts) if o.column == "pii_found" else o for o in outcomes]
+    outcomes += _custom_outcomes(frame, task, checks, split)
     return ValidationReport(
         suite=expectation_suite.name,
-        success=bool(result.success),
+        success=all(o.success for o in outcomes),
         evaluated=len(outcomes),
-        outcomes=outcomes,
+        outcomes=tuple(outcomes),
+        token_lengths=lengths,
+        max_length=max_length if lengths is not None else None,
     )
+
+
+def check_splits(splits: SplitResult, checks: TextChecksConfig, task: str, near_duplicates: str = "group") -> ValidationReport:
+    """The checks that need the split: every label in every split (classification), and no near-duplicate across.
+
+    The near-duplicate outcome reports what `split_dataset` did; the split itself refuses a result
+    with a near-duplicate across splits unless `near_duplicates` is `ignore`.
+    """
+    from tuneline.text_checks import imbalance_ratio, label_counts
+
+    outcomes: list[ExpectationOutcome] = []
+    if task == "classification" and splits.labels:
+        counts = label_counts(splits.parts(), splits.labels)
+        short = [{"label": label, "split": name, "rows": int(counts.loc[label, name])}
+                 for name in counts.columns for label in counts.index if counts.loc[label, name] < checks.min_rows_per_label]
+        ratios = ", ".join(f"{name} {imbalance_ratio(part['label']):.2f}" for name, part in splits.parts().items() if len(part))
+        outcomes.append(ExpectationOutcome(
+            expectation="expect_every_label_in_every_split", column="label", success=not short,
+            unexpected_count=len(short),
+            observed_value=f"fewest rows of a label in a split: {int(counts.min().min())}; imbalance ratio {ratios}",
+            example_rows=tuple(short[:EXAMPLE_ROWS]),
+            note=f"at least {checks.min_rows_per_label} rows of each label in train, validation and test"))
+    if near_duplicates == "ignore":
+        observed, note = "not looked for", "split.near_duplicates=ignore"
+    else:
+        observed = (f"{splits.near_duplicate_groups} near-duplicate groups, {splits.regrouped_rows} rows moved to "
+                    f"their group's split, {splits.rows_dropped} rows removed")
+        note = f"checked after the {splits.strategy} split (split.near_duplicates={near_duplicates})"
+    outcomes.append(ExpectationOutcome(
+        expectation="expect_no_near_duplicates_across_splits", column="text", success=True,
+        unexpected_count=None if near_duplicates == "ignore" else 0, observed_value=observed, note=note))
+    return ValidationReport(suite="split checks", success=all(o.success for o in outcomes),
+                            evaluated=len(outcomes), outcomes=tuple(outcomes))
 
 
 def raise_for_failures(report: ValidationReport, source: str) -> None:

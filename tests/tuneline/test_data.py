@@ -207,7 +207,9 @@ def test_generation_cleaning_keeps_targets_verbatim_and_several_references(task)
         "label": ["Step 1:\n  Read <the> log", "patch it", "Step 1:\n  Read <the> log", "It, in SHORT.", "   ", None],
     })
     result = clean_dataset(frame, task=task)
-    assert list(result.frame["text"]) == ["Fix the bug", "fix the bug", "fix the bug", "summarise it"]
+    # A causal-LM prompt keeps its format (markup, spacing): it is what the model reads at inference.
+    first = "Fix the bug" if task == "seq2seq" else "<b>Fix</b> the  bug"
+    assert list(result.frame["text"]) == [first, "fix the bug", "fix the bug", "summarise it"]
     # Case, newlines, indentation and angle brackets of a target are what the model must learn to write.
     assert list(result.frame["label"]) == ["Step 1:\n  Read <the> log", "patch it", "Step 1:\n  Read <the> log", "It, in SHORT."]
     reasons = dict(zip(result.dropped["row"], result.dropped["reason"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,12 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tuneline.config import ExportConfig
-from tuneline.export import export_and_quantize
+from tuneline.config import ExportConfig, GenerationConfig
+from tuneline.errors import RegistrationError
+from tuneline.export import export_and_quantize, export_generative_and_quantize
 from tuneline.onnx_classifier import OnnxClassifier
+from tuneline.onnx_generator import OnnxGenerator
+from tuneline.serving import Batcher, LoadedModel, ModelHolder, ServeSettings, files_to_serve, load_model, run_sorted
 
 pytestmark = pytest.mark.e2e
 MODEL = "tiny-served"
+GENERATOR = "tiny-t5"
 TEXTS = ["it works great", "broke after a day", "fine, I guess", "would buy again", "awful support"]
 
 
@@ -56,7 +61,28 @@ def home(tiny_bert, tmp_path_factory):
         yield home
 
 
-def start_server(home: Path, *flags: str, token: str | None = None):
+@pytest.fixture(scope="module")
+def generator_home(tiny_model, tmp_path_factory):
+    """A registry holding a tiny T5 as an FP32 ONNX generator (FP32: a greedy text does not depend on the batch)."""
+    home = tmp_path_factory.mktemp("generator-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNELINE_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        from tuneline import registry
+
+        folder = tmp_path_factory.mktemp("t5-files")
+        shutil.copytree(tiny_model("t5"), folder / "hf_model")
+        exported = export_generative_and_quantize(folder / "hf_model", folder,
+                                                  ExportConfig(quantization="none", parity_rows=2), 32, TEXTS, "seq2seq")
+        run_id = registry.start_run("serving", "t5", {}, "", {})
+        registry.register_model(run_id, GENERATOR, folder / "hf_model", exported.onnx_path, None, 32,
+                                {"task": "seq2seq"}, "# card", task="seq2seq", generation={"max_new_tokens": 6})
+        registry.finish_run(run_id)
+        registry.move_alias(GENERATOR, registry.CHAMPION, "1", "first")
+        yield home
+
+
+def start_server(home: Path, *flags: str, token: str | None = None, model: str = MODEL):
     port = free_port()
     env = os.environ | {"TUNELINE_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -64,7 +90,7 @@ def start_server(home: Path, *flags: str, token: str | None = None):
     if token:
         env["TUNELINE_SERVE_TOKEN"] = token
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("tuneline")), "serve", "--model", f"models:/{MODEL}@champion",
+        [str(Path(sys.executable).with_name("tuneline")), "serve", "--model", f"models:/{model}@champion",
          "--port", str(port), *flags],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
@@ -123,6 +149,8 @@ def test_open_inference_protocol_v2_round_trip(server):
     assert result["id"] == "r1" and outputs["label"]["shape"] == [2] and outputs["score"]["datatype"] == "FP32"
     v1 = httpx.post(f"{server}/v1/predict", json={"inputs": TEXTS[:2]}).json()["predictions"]
     assert outputs["label"]["data"] == [p["label"] for p in v1]
+    metrics = httpx.get(f"{server}/metrics").text  # labelled by route, not by path: the model name is not a label
+    assert 'endpoint="/v2/models/{name}/infer",status="200"' in metrics and f"/v2/models/{MODEL}/" not in metrics
 
 
 @pytest.mark.parametrize(("request_kwargs", "status", "message"), [
@@ -139,6 +167,15 @@ def test_bad_input_gets_a_4xx_with_a_message(server, request_kwargs, status, mes
     response = httpx.post(f"{server}/v1/predict", **request_kwargs)
     assert response.status_code == status
     assert message in response.text.lower() or message in response.text
+
+
+def test_a_chunked_body_over_the_limit_is_413(server):
+    def chunks():  # no content-length: the limit must hold while reading
+        for _ in range(25):
+            yield b"x" * 100_000
+
+    response = httpx.post(f"{server}/v1/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "over the limit of 2000000 bytes" in response.text
 
 
 def test_unknown_model_name_is_404(server):
@@ -228,3 +265,145 @@ assert not heavy, heavy
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "label" in run.stdout
+
+
+def test_only_the_files_serving_reads_are_downloaded(home, monkeypatch, tmp_path):
+    monkeypatch.setenv("TUNELINE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    model = load_model(MODEL, "1", scratch=tmp_path, texts_per_run=2)
+    downloaded = sorted(p.relative_to(model.folder).as_posix() for p in model.folder.rglob("*") if p.is_file())
+    assert downloaded == ["MLmodel", "artifacts/hf_model/config.json", "artifacts/hf_model/tokenizer.json",
+                          "artifacts/hf_model/tokenizer_config.json", "artifacts/model.int8.onnx"]
+    expected = in_process(home, "1")  # the whole version, weights and FP32 ONNX included
+    assert (home / "check-1" / "artifacts" / "hf_model" / "model.safetensors").is_file()
+    # In length-sorted pieces of 2; dynamic INT8 scales activations per call, so other texts move a score a little.
+    predictions = model.predict(TEXTS, {})
+    assert [p["label"] for p in predictions] == [label for label, _ in expected]
+    assert [p["score"] for p in predictions] == pytest.approx([score for _, score in expected], abs=0.02)
+
+
+def test_files_to_serve_are_one_onnx_model_and_the_tokenizer():
+    classifier = ["artifacts/hf_model", "artifacts/model.int8.onnx", "artifacts/model.onnx", "artifacts/model_card.md"]
+    assert files_to_serve(classifier) == ["MLmodel", "artifacts/model.int8.onnx", "artifacts/hf_model/tokenizer.json",
+                                          "artifacts/hf_model/tokenizer_config.json", "artifacts/hf_model/config.json"]
+    assert files_to_serve(["artifacts/hf_model", "artifacts/model.onnx"])[1] == "artifacts/model.onnx"
+    generator = ["artifacts/hf_model", "artifacts/generator", "artifacts/generator.int8", "artifacts/model_card.md"]
+    assert files_to_serve(generator) == ["MLmodel", "artifacts/generator.int8"]  # its folder holds its tokenizer
+    with pytest.raises(RegistrationError, match="no ONNX model to serve"):
+        files_to_serve(["artifacts/hf_model", "artifacts/model_card.md"])
+
+
+def test_run_sorted_runs_short_texts_together_and_keeps_the_order():
+    pieces = []
+
+    def shout(texts: list[str]) -> list[str]:
+        pieces.append(texts)
+        return [text.upper() for text in texts]
+
+    texts = ["ccc", "a", "bbbbbb", "dd", "eeeee"]
+    assert run_sorted(shout, texts, 2) == ["CCC", "A", "BBBBBB", "DD", "EEEEE"]
+    assert pieces == [["a", "dd"], ["ccc", "eeeee"], ["bbbbbb"]]
+
+
+def test_full_batches_go_at_once_and_a_request_given_up_does_not_stop_the_batcher(tmp_path):
+    import asyncio
+
+    calls = []
+
+    def predict(texts: list[str], _parameters) -> list[dict]:
+        calls.append(texts)
+        time.sleep(0.05)  # the model is busy: the other requests queue
+        return [{"echo": text} for text in texts]
+
+    holder = ModelHolder(ServeSettings(model_uri="models:/m@champion"), tmp_path)
+    holder.current = LoadedModel("m", "1", "classification", (), predict, tmp_path)
+
+    async def scenario():
+        batcher = Batcher(holder, max_texts=3, max_wait=60, observe=lambda _: None)
+        worker = asyncio.create_task(batcher.run())
+        requests = [asyncio.create_task(batcher.submit([f"t{i}"])) for i in range(9)]
+        await asyncio.sleep(0)  # every request is queued
+        requests[1].cancel()  # its client went away
+        done = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 30)  # far below max_wait
+        worker.cancel()
+        batcher.worker.shutdown()
+        return done
+
+    results = asyncio.run(scenario())
+    assert calls == [["t0", "t1", "t2"], ["t3", "t4", "t5"], ["t6", "t7", "t8"]]
+    assert isinstance(results[1], asyncio.CancelledError)
+    served = [result[1] for i, result in enumerate(results) if i != 1]
+    assert served == [[{"echo": f"t{i}"}] for i in range(9) if i != 1]
+
+
+
+def test_greedy_generation_requests_with_the_same_settings_share_a_batch(generator_home, monkeypatch):
+    monkeypatch.setenv("TUNELINE_HOME", str(generator_home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tuneline import registry
+
+    files = registry.download_version(GENERATOR, "1", generator_home / "check")
+    generator = OnnxGenerator(files / "generator")
+    alone = [generator.generate([text], GenerationConfig(max_new_tokens=4))[0] for text in TEXTS]
+    process, url = start_server(generator_home, "--reload-interval", "0", "--max-wait-ms", "300", model=GENERATOR)
+    try:
+        def generate(text: str) -> httpx.Response:
+            return httpx.post(f"{url}/v1/predict", json={"inputs": [text], "parameters": {"max_new_tokens": 4}},
+                              timeout=60)
+
+        with ThreadPoolExecutor(len(TEXTS)) as pool:
+            responses = list(pool.map(generate, TEXTS))
+        assert [r.status_code for r in responses] == [200] * len(TEXTS)
+        assert [r.json()["predictions"][0]["generated"] for r in responses] == alone
+        calls, texts = batched(url)
+        assert texts == len(TEXTS) and calls < len(TEXTS)  # through the batcher, some calls for several requests
+
+        sampled = httpx.post(f"{url}/v1/predict", timeout=60,
+                             json={"inputs": TEXTS[:2], "parameters": {"do_sample": True, "max_new_tokens": 4}})
+        assert sampled.status_code == 200 and len(sampled.json()["predictions"]) == 2
+        assert batched(url) == (calls, texts)  # sampled texts depend on their batch: that request ran alone
+
+        invalid = httpx.post(f"{url}/v1/predict", json={"inputs": ["a"], "parameters": {"temperature": -1}})
+        assert invalid.status_code == 422 and "temperature" in invalid.text
+        unknown = httpx.post(f"{url}/v1/predict", json={"inputs": ["a"], "parameters": {"beam_width": 2}})
+        assert unknown.status_code == 422 and "beam_width" in unknown.text
+        beams = httpx.post(f"{url}/v1/predict", json={"inputs": ["a"], "parameters": {"num_beams": 2}})
+        assert beams.status_code == 422 and "beam search is PyTorch-only" in beams.text  # refused in the batch
+    finally:
+        stop(process)
+
+
+def batched(url: str) -> tuple[float, float]:
+    """(model calls, texts) the batcher has run so far."""
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    return tuple(sum(float(line.split()[-1]) for line in lines if line.startswith(f"tuneline_batch_texts_{name}"))
+                 for name in ("count", "sum"))
+
+
+def test_requests_share_a_batch_only_with_the_same_parameters(tmp_path):
+    import asyncio
+
+    calls = []
+
+    def predict(texts: list[str], parameters: dict) -> list[dict]:
+        calls.append((texts, parameters))
+        return [{"generated": text} for text in texts]
+
+    holder = ModelHolder(ServeSettings(model_uri="models:/m@champion"), tmp_path)
+    holder.current = LoadedModel("m", "1", "seq2seq", (), predict, tmp_path)
+
+    async def scenario():
+        batcher = Batcher(holder, max_texts=8, max_wait=0.1, observe=lambda _: None)
+        worker = asyncio.create_task(batcher.run())
+        settings = [{"max_new_tokens": 4}, {"max_new_tokens": 8}, {"max_new_tokens": 4}, {}]
+        done = await asyncio.wait_for(asyncio.gather(
+            *(batcher.submit([text], parameters) for text, parameters in zip("abcd", settings))), 30)
+        worker.cancel()
+        batcher.worker.shutdown()
+        return done
+
+    results = asyncio.run(scenario())
+    assert calls == [(["a", "c"], {"max_new_tokens": 4}), (["b"], {"max_new_tokens": 8}), (["d"], {})]
+    assert [outputs for _, outputs in results] == [[{"generated": text}] for text in "abcd"]

@@ -1,0 +1,419 @@
+"""Checks built for fine-tuning text: token lengths, near-duplicates, PII, label coverage, prompt shape.
+
+The measurements are plain functions (no Great Expectations, no Prefect);
+`tuneline.validation` turns them into expectation outcomes, and
+`tuneline.data` uses the near-duplicate groups to split without leakage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import re
+import unicodedata
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tuneline.errors import ConfigError
+
+
+# --- near-duplicates ------------------------------------------------------------------------------------------------
+
+_NUM_PERM = 128
+
+
+def normalise_text(text: object) -> str:
+    """Case-folded, NFKC, punctuation and symbols turned into spaces, whitespace collapsed: what near-duplicates share."""
+    if not isinstance(text, str):
+        return ""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(" " if unicodedata.category(ch)[0] in "PSZC" else ch for ch in text)
+    return " ".join(text.split())
+
+
+def shingles(text: str, ngram: int) -> set[str]:
+    """The character n-grams of an already normalised text (the whole text when it is shorter than n)."""
+    if len(text) <= ngram:
+        return {text} if text else set()
+    return {text[i : i + ngram] for i in range(len(text) - ngram + 1)}
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def similarity(a: object, b: object, ngram: int = 5) -> float:
+    """Jaccard similarity of two texts' normalised character n-grams (1.0: the same text up to case and punctuation)."""
+    return _jaccard(shingles(normalise_text(a), ngram), shingles(normalise_text(b), ngram))
+
+
+def _band_layout(threshold: float, num_perm: int, recall: float = 0.995) -> tuple[int, int]:
+    """(bands, rows per band) for LSH: the most rows per band (fewest candidates to confirm) that still make a
+    pair exactly at `threshold` a candidate with probability `recall`. Candidates are confirmed with their
+    exact similarity, so a lower bar costs time, never a wrong pair; a missed pair would be a leak.
+    """
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if 1.0 - (1.0 - threshold**rows) ** bands >= recall:
+            return bands, rows
+    return num_perm, 1
+
+
+def _signatures(sets: Sequence[set[str]], num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signature of each shingle set: (len(sets), num_perm) uint32.
+
+    The permutations are multiply-shift hashes, (a * x + b) mod 2**64 >> 32 with odd a: uint64
+    arithmetic wraps, so numpy computes them without a modulo (5x faster than mod a prime).
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+    out = np.full((len(sets), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    chunk = 1000
+    with np.errstate(over="ignore"):
+        for start in range(0, len(sets), chunk):
+            part = sets[start : start + chunk]
+            counts = np.array([len(s) for s in part])
+            if counts.sum() == 0:
+                continue
+            hashes = np.fromiter((zlib.crc32(g.encode()) for s in part for g in s), dtype=np.uint64, count=int(counts.sum()))
+            values = ((hashes[:, None] * a[None, :] + b[None, :]) >> np.uint64(32)).astype(np.uint32)
+            nonempty = counts > 0
+            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])[nonempty]
+            out[start : start + len(part)][nonempty] = np.minimum.reduceat(values, offsets, axis=0)
+    return out
+
+
+@dataclass(frozen=True)
+class NearDuplicates:
+    """Near-duplicate texts of one frame, by position (0-based, in the frame's order)."""
+
+    pairs: tuple[tuple[int, int, float], ...]  # (i, j, Jaccard) with i < j; each row paired with its group's first
+    groups: np.ndarray  # group id per row: rows that are near-duplicates (transitively) share one
+    threshold: float
+
+    @property
+    def grouped_rows(self) -> int:
+        """Rows that share their group with at least one other row."""
+        sizes = np.bincount(self.groups) if len(self.groups) else np.array([], dtype=int)
+        return int(sizes[sizes > 1].sum())
+
+    @property
+    def group_count(self) -> int:
+        sizes = np.bincount(self.groups) if len(self.groups) else np.array([], dtype=int)
+        return int((sizes > 1).sum())
+
+
+def find_near_duplicates(texts: Iterable[object], threshold: float = 0.8, ngram: int = 5,
+                         num_perm: int = _NUM_PERM, seed: int = 1) -> NearDuplicates:
+    """Pairs of texts whose normalised character n-gram Jaccard similarity is at least `threshold`.
+
+    Texts identical after normalisation are grouped directly; the rest go through
+    MinHash with LSH banding (candidates only), and every candidate pair is confirmed
+    with its exact Jaccard similarity, so a reported pair is never a false positive.
+    Groups are the connected components of the pairs.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    normalised = [normalise_text(t) for t in texts]
+    n = len(normalised)
+    if n == 0:
+        return NearDuplicates((), np.zeros(0, dtype=int), threshold)
+    distinct, first_of, inverse = np.unique(np.array(normalised, dtype=object), return_index=True, return_inverse=True)
+    edges: dict[tuple[int, int], float] = {}
+    # Identical after normalisation: each row joins the first row with that text.
+    first_row = first_of[inverse]
+    for row in np.flatnonzero(first_row != np.arange(n)):
+        edges[(int(first_row[row]), int(row))] = 1.0
+    sets = [shingles(t, ngram) for t in distinct]
+    if len(distinct) > 1 and threshold < 1.0:
+        signatures = _signatures(sets, num_perm, seed)
+        bands, rows = _band_layout(threshold, num_perm)
+        candidates: set[tuple[int, int]] = set()
+        for band in range(bands):
+            block = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
+            keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
+            _, bucket = np.unique(keys, return_inverse=True)
+            order = np.argsort(bucket, kind="stable")
+            bounds = np.flatnonzero(np.diff(bucket[order])) + 1
+            for members in np.split(order, bounds):
+                if len(members) > 1:
+                    members = sorted(int(m) for m in members)
+                    candidates.update((x, y) for k, x in enumerate(members) for y in members[k + 1 :])
+        for x, y in candidates:
+            similarity = _jaccard(sets[x], sets[y])
+            if similarity >= threshold:
+                a, b = sorted((int(first_of[x]), int(first_of[y])))
+                edges[(a, b)] = max(edges.get((a, b), 0.0), similarity)
+    if edges:
+        left, right = np.array([e[0] for e in edges]), np.array([e[1] for e in edges])
+        graph = coo_matrix((np.ones(len(edges)), (left, right)), shape=(n, n))
+        _, groups = connected_components(graph, directed=False)
+    else:
+        groups = np.arange(n)
+    # Renumber groups by first row, so ids follow the frame's order (deterministic, readable).
+    _, first_in_group, renumbered = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first_in_group))
+    groups = order[renumbered]
+    pairs = tuple(sorted((a, b, round(s, 4)) for (a, b), s in edges.items()))
+    return NearDuplicates(pairs, groups.astype(int), threshold)
+
+
+def pairs_across(frames: dict[str, pd.DataFrame], threshold: float, ngram: int,
+                 column: str = "text") -> list[dict[str, object]]:
+    """Near-duplicate pairs whose two rows are in different frames (splits): the leakage a split must not have."""
+    names = [name for name, frame in frames.items() for _ in range(len(frame))]
+    rows = [row for frame in frames.values() for row in (frame["row"] if "row" in frame.columns else range(len(frame)))]
+    texts = [text for frame in frames.values() for text in frame[column]]
+    found = find_near_duplicates(texts, threshold, ngram)
+    # Pairs link each row to one similar row only; two rows of one group in different splits is leakage even
+    # when each is closest to a third, so compare each group's members with its first member.
+    by_group: dict[int, list[int]] = {}
+    for position, group in enumerate(found.groups):
+        by_group.setdefault(int(group), []).append(position)
+    crossing = []
+    for members in by_group.values():
+        anchor = members[0]
+        for other in members[1:]:
+            if names[other] != names[anchor]:
+                crossing.append({"split": names[anchor], "row": _plain(rows[anchor]), "other_split": names[other],
+                                 "other_row": _plain(rows[other]),
+                                 "similarity": round(similarity(texts[anchor], texts[other], ngram), 4),
+                                 "text": texts[anchor], "other_text": texts[other]})
+    return crossing
+
+
+def _plain(value: object) -> object:
+    return value.item() if hasattr(value, "item") else value
+
+
+# --- PII ------------------------------------------------------------------------------------------------------------
+
+PII_KINDS = ("email", "phone", "card", "ip")
+PII_MASKS = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "ip": "[IP]"}
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w])")
+_DATE_LIKE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum every payment card number satisfies (and 90% of random digit strings fail)."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _is_phone(candidate: str) -> bool:
+    digits = re.sub(r"\D", "", candidate)
+    groups = re.findall(r"\d+", candidate)
+    if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(candidate.strip()):
+        return False
+    # "10 20 30 40" is a list of numbers; a phone number ends in a block of three or more digits.
+    return len(groups[-1]) >= 3 and (candidate.startswith("+") or "(" in candidate or max(map(len, groups)) >= 3)
+
+
+def find_pii(text: object, kinds: Sequence[str] = PII_KINDS) -> list[tuple[str, int, int]]:
+    """(kind, start, end) of each email, card number (Luhn-checked), IP address and phone number in `text`.
+
+    Kinds are searched in that order and a later kind never overlaps an earlier match
+    (the digits of a card number are not also a phone number).
+    """
+    if not isinstance(text, str) or not text:
+        return []
+    found: list[tuple[str, int, int]] = []
+
+    def free(start: int, end: int) -> bool:
+        return all(end <= s or start >= e for _, s, e in found)
+
+    searches = {
+        "email": [(_EMAIL, lambda m: True)],
+        "card": [(_CARD, lambda m: luhn_valid(re.sub(r"\D", "", m)))],
+        "ip": [(_IPV4, _is_ip), (_IPV6, lambda m: m.count(":") >= 2 and _is_ip(m))],
+        "phone": [(_PHONE, _is_phone)],
+    }
+    for kind in ("email", "card", "ip", "phone"):
+        if kind not in kinds:
+            continue
+        for pattern, accept in searches[kind]:
+            for match in pattern.finditer(text):
+                if accept(match.group()) and free(match.start(), match.end()):
+                    found.append((kind, match.start(), match.end()))
+    return sorted(found, key=lambda item: item[1])
+
+
+def _is_ip(candidate: str) -> bool:
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def mask_pii(text: object, kinds: Sequence[str] = PII_KINDS) -> object:
+    """`text` with each PII match replaced by its placeholder (`[EMAIL]`, `[PHONE]`, `[CARD]`, `[IP]`)."""
+    matches = find_pii(text, kinds)
+    if not matches:
+        return text
+    out, last = [], 0
+    for kind, start, end in matches:
+        out += [text[last:start], PII_MASKS[kind]]
+        last = end
+    return "".join(out) + text[last:]
+
+
+def pii_column(frame: pd.DataFrame, columns: Sequence[str], kinds: Sequence[str]) -> pd.Series:
+    """Per row, the PII kinds found in `columns` (`"email, phone"`), "" where none: the report never repeats the value."""
+    def kinds_in(row) -> str:
+        found = {kind for column in columns for kind, _, _ in find_pii(row[column], kinds)}
+        return ", ".join(k for k in PII_KINDS if k in found)
+
+    if frame.empty:
+        return pd.Series([], dtype=object, index=frame.index)
+    return frame[list(columns)].apply(kinds_in, axis=1)
+
+
+# --- token lengths --------------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(base_model: str):
+    """The real tokenizer of `train.base_model` (a built-in, a local folder or, online, a Hub id)."""
+    from transformers import AutoTokenizer
+
+    from tuneline.training import resolve_model_source
+
+    source = resolve_model_source(base_model)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # OSError offline, ValueError for a folder without tokenizer files
+        raise ConfigError(f"cannot load the tokenizer of train.base_model {base_model!r} ({source}) for the "
+                          f"token-length check: {exc}") from exc
+
+
+def token_lengths(frame: pd.DataFrame, task: str, tokenizer) -> np.ndarray:
+    """Tokens each row needs in training before any truncation, counted as the training encoder counts them.
+
+    classification, regression: the input with special tokens; seq2seq: the longer of input
+    and target; causal_lm: prompt + response + the end token.
+    """
+    if frame.empty:
+        return np.zeros(0, dtype=int)
+    texts = [t if isinstance(t, str) else "" for t in frame["text"]]
+    with _quiet_length_warning():
+        inputs = np.array([len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]])
+        if task not in ("seq2seq", "causal_lm"):
+            return inputs
+        targets = [t if isinstance(t, str) else "" for t in frame["label"]]
+        if task == "seq2seq":
+            encoded = tokenizer(text_target=targets, truncation=False)["input_ids"]
+            return np.maximum(inputs, np.array([len(ids) for ids in encoded]))
+        encoded = tokenizer(targets, add_special_tokens=False, truncation=False)["input_ids"]
+        return inputs + np.array([len(ids) for ids in encoded]) + 1
+
+
+@contextlib.contextmanager
+def _quiet_length_warning():
+    """Silence transformers' "sequence longer than the model maximum" warning: counting long rows is the point."""
+    import transformers
+
+    logger = transformers.logging.get_logger("transformers.tokenization_utils_base")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def length_histogram(lengths: np.ndarray, max_length: int, bins: int = 8) -> list[dict[str, object]]:
+    """Rows per token-length bin: `bins` equal bins up to max_length, then the truncated rows in two bins."""
+    edges = [int(round(max_length * i / bins)) for i in range(bins + 1)]
+    table = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        count = int(((lengths > low) & (lengths <= high)).sum()) + (int((lengths <= 0).sum()) if low == 0 else 0)
+        table.append({"tokens": f"{low + 1}-{high}", "rows": count, "truncated": False})
+    table.append({"tokens": f"{max_length + 1}-{2 * max_length}", "rows": int(((lengths > max_length) & (lengths <= 2 * max_length)).sum()),
+                  "truncated": True})
+    table.append({"tokens": f"> {2 * max_length}", "rows": int((lengths > 2 * max_length).sum()), "truncated": True})
+    return table
+
+
+def plot_length_histogram(lengths: np.ndarray, max_length: int, path: Path) -> Path:
+    """A PNG of the token-length distribution with train.max_length marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    top = max(int(lengths.max()) if len(lengths) else 1, max_length)
+    axis.hist(lengths, bins=min(60, max(10, top // 4)), range=(0, top), color="#4c72b0")
+    axis.axvline(max_length, color="#c44e52", linestyle="--", label=f"train.max_length = {max_length}")
+    truncated = float((lengths > max_length).mean()) if len(lengths) else 0.0
+    axis.set(xlabel="tokens per row", ylabel="rows", title=f"Token lengths ({truncated:.1%} truncated)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+# --- prompts --------------------------------------------------------------------------------------------------------
+
+PROMPT_PLACEHOLDER = "{prompt}"
+_SENTINEL = "\u2063TUNELINE-PROMPT\u2063"
+
+
+def template_parts(template: str, tokenizer=None) -> tuple[str, str]:
+    """(text before the prompt, text after it) of a chat template.
+
+    `template` is either a string with one `{prompt}` (e.g. `<|user|>\\n{prompt}\\n<|assistant|>\\n`)
+    or `tokenizer`: the base model's own chat template, rendered for one user turn with the
+    generation prompt.
+    """
+    if template == "tokenizer":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ConfigError("data.checks.chat_template=tokenizer, but the tokenizer of train.base_model has no chat "
+                              "template; write the template out with {prompt}, or leave chat_template empty")
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
+                                                 add_generation_prompt=True)
+        before, _, after = rendered.partition(_SENTINEL)
+        return before, after
+    before, _, after = template.partition(PROMPT_PLACEHOLDER)
+    return before, after
+
+
+def template_regex(template: str, tokenizer=None) -> str:
+    """A regex a prompt matches when it is the template with a non-empty prompt in place of `{prompt}`."""
+    before, after = template_parts(template, tokenizer)
+    return r"\A" + re.escape(before) + r"(?s:.*\S.*)" + re.escape(after) + r"\Z"
+
+
+# --- labels ---------------------------------------------------------------------------------------------------------
+
+
+def imbalance_ratio(labels: pd.Series) -> float:
+    """Rows of the most frequent label over rows of the least frequent one (1.0 is balanced)."""
+    counts = labels.value_counts()
+    return float(counts.max() / counts.min()) if len(counts) else 1.0
+
+
+def label_counts(parts: dict[str, pd.DataFrame], labels: Sequence[str]) -> pd.DataFrame:
+    """Rows of each label (index) in each split (columns), zeros included."""
+    return pd.DataFrame({name: frame["label"].value_counts().reindex(list(labels), fill_value=0)
+                         for name, frame in parts.items()}).astype(int)
