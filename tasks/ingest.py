@@ -14,7 +14,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from prefect import task
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
@@ -23,7 +22,8 @@ from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
 from tuneline.config import DataConfig
 from tuneline.data import IngestResult, load_dataset
-from tuneline.errors import ConfigError, DataLoadError
+from tuneline.errors import DataLoadError
+from tuneline.settings import answering_prefect_api
 
 DATA_LANDED = "tuneline.data.landed"
 DATA_INGESTED = "tuneline.data.ingested"
@@ -99,15 +99,7 @@ def announce_landed_data(path: Path, model_name: str, force: bool = False) -> La
     from prefect.events.clients import get_events_client
     from prefect.settings import PREFECT_API_URL
 
-    api = PREFECT_API_URL.value()
-    if not api:
-        raise ConfigError("announcing data needs a Prefect server: set PREFECT_API_URL "
-                          "(`make services-up` starts one and prints it)")
-    try:
-        httpx.get(f"{api.rstrip('/')}/health", timeout=10).raise_for_status()
-    except httpx.HTTPError as exc:
-        raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={api} ({exc}); start one "
-                          "(`make services-up`) or fix the variable") from None
+    answering_prefect_api(PREFECT_API_URL.value())
     path = path.expanduser().resolve()
     if not path.exists():
         raise DataLoadError(f"{path} does not exist: nothing to announce")

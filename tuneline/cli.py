@@ -188,26 +188,6 @@ def sample(
     typer.echo(write(output, **given))
 
 
-def _prefect_api() -> str:
-    """PREFECT_API_URL of a server that answers, or a ConfigError saying how to get one."""
-    import os
-
-    import httpx
-
-    from tuneline.errors import ConfigError
-
-    api = os.environ.get("PREFECT_API_URL", "").rstrip("/")
-    if not api:
-        raise ConfigError("this needs a Prefect server: set PREFECT_API_URL "
-                          "(`make services-up` starts one on 127.0.0.1 and prints the exports)")
-    try:
-        httpx.get(f"{api}/health", timeout=10).raise_for_status()
-    except httpx.HTTPError as exc:
-        raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={api} ({exc}); start one "
-                          "(`make services-up`) or fix the variable") from None
-    return api
-
-
 def _run_prefect(arguments: list[str], cwd: Path) -> str:
     """Run the `prefect` CLI of this environment; its output, or a TunelineError holding the end of it."""
     import shutil
@@ -239,16 +219,17 @@ def deploy(
     """Register the deployments (schedule, new-data trigger, concurrency limits, presets) with the Prefect server
     in PREFECT_API_URL, creating their work pool first if it is missing. Same as
     `prefect deploy --all --prefect-file deployments/prefect.yaml` from the repository root."""
+    import os
     import tempfile
 
     import httpx
     import yaml
 
     from tuneline.errors import ConfigError
-    from tuneline.settings import PROJECT_ROOT
+    from tuneline.settings import PROJECT_ROOT, answering_prefect_api
 
     with _plain_errors():
-        api = _prefect_api()
+        api = answering_prefect_api(os.environ.get("PREFECT_API_URL"))
         source = (prefect_file or PROJECT_ROOT / "deployments" / "prefect.yaml").resolve()
         if not source.is_file():
             raise ConfigError(f"{source} does not exist: pass --prefect-file (tuneline deploy reads a checkout's "

@@ -62,3 +62,21 @@ def configure_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Per-file download bars of MLflow's own model validation drown the task logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def answering_prefect_api(api: str | None) -> str:
+    """`api` (a PREFECT_API_URL) when a Prefect server answers there, else a ConfigError saying how to get one."""
+    import httpx
+
+    from tuneline.errors import ConfigError
+
+    api = (api or "").rstrip("/")
+    if not api:
+        raise ConfigError("this needs a Prefect server: set PREFECT_API_URL "
+                          "(`make services-up` starts one on 127.0.0.1 and prints the exports)")
+    try:
+        httpx.get(f"{api}/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={api} ({exc}); start one "
+                          "(`make services-up`) or fix the variable") from None
+    return api
