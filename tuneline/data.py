@@ -595,12 +595,18 @@ def _components(frame: pd.DataFrame, keys: list[np.ndarray]) -> np.ndarray:
     return pd.factorize(labels, sort=False)[0]
 
 
-def _split_by_group(frame, group_column, fractions, seed, stratify, task, near, source) -> list[np.ndarray]:
-    if not group_column:
-        raise ConfigError("split.strategy=group needs split.group_column (e.g. a user or document id column)")
-    if group_column not in frame.columns:
-        raise SplitError(f"split.group_column {group_column!r} is not a column of {source}; "
+def _require_column(frame: pd.DataFrame, column: str | None, setting: str, strategy: str, hint: str,
+                    source: str) -> None:
+    """The column a split strategy needs: a ConfigError when it is not set, a SplitError when the data lacks it."""
+    if not column:
+        raise ConfigError(f"split.strategy={strategy} needs split.{setting} ({hint})")
+    if column not in frame.columns:
+        raise SplitError(f"split.{setting} {column!r} is not a column of {source}; "
                          f"its columns are {[c for c in frame.columns if c != 'row']}")
+
+
+def _split_by_group(frame, group_column, fractions, seed, stratify, task, near, source) -> list[np.ndarray]:
+    _require_column(frame, group_column, "group_column", "group", "e.g. a user or document id column", source)
     values = frame[group_column]
     missing = values.isna() | (values.astype(str).str.strip() == "")
     if missing.any():
@@ -649,11 +655,7 @@ def time_order(frame: pd.DataFrame, time_column: str | None, source: str = "the 
 
     `SplitError` names the column when it is missing and the rows whose value is not a time.
     """
-    if not time_column:
-        raise ConfigError("split.strategy=time needs split.time_column (a timestamp column)")
-    if time_column not in frame.columns:
-        raise SplitError(f"split.time_column {time_column!r} is not a column of {source}; "
-                         f"its columns are {[c for c in frame.columns if c != 'row']}")
+    _require_column(frame, time_column, "time_column", "time", "a timestamp column", source)
     raw = frame[time_column]
     numbers = pd.to_numeric(raw, errors="coerce")
     if numbers.notna().all():
