@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import running_mlflow_server
+from tests.conftest import free_port, running_mlflow_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = ROOT / "infra" / "serving"
@@ -297,12 +296,6 @@ def test_the_requirements_are_a_complete_lock():
 
 
 # The image's Python environment, running the server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from tuneline.config import ExportConfig, GenerationConfig
 from tuneline.errors import RegistrationError
 from tuneline.export import export_and_quantize, export_generative_and_quantize
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.e2e
 MODEL = "tiny-served"
 GENERATOR = "tiny-t5"
 TEXTS = ["it works great", "broke after a day", "fine, I guess", "would buy again", "awful support"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
