@@ -25,10 +25,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/tuneline retrain
 
-test: $(VENV)/.installed-dev
+# The Prefect UI test drives Debian's Chromium (Playwright never downloads a browser here).
+/usr/bin/chromium:
+	$$([ "$$(id -u)" -eq 0 ] || echo sudo) apt-get update -qq
+	$$([ "$$(id -u)" -eq 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+test: $(VENV)/.installed-dev /usr/bin/chromium
 	$(BIN)/python -m pytest
 
-test-all: $(VENV)/.installed-dev  ## slow and GPU tests too
+test-all: $(VENV)/.installed-dev /usr/bin/chromium  ## slow and GPU tests too
 	$(BIN)/python -m pytest -m ""
 
 bench: $(VENV)/.installed
