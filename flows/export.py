@@ -18,11 +18,19 @@ from prefect.runtime import flow_run
 
 from tasks.common import TRANSIENT_RETRIES
 from tasks.export import compare_exported, export_model, triton_repository
+from tasks.tracking import load_secrets
 from tuneline import registry
 from tuneline.config import ExportConfig
 from tuneline.errors import ConfigError
-from tuneline.reexport import SourceVersion, fetch_version, reexport_tags, require_calibration
+from tuneline.reexport import (SourceVersion, fetch_version, find_reexport, reexport_identity, reexport_tags,
+                               require_calibration)
 from tuneline.settings import state_dir
+
+
+@task(name="find-reexport", **TRANSIENT_RETRIES)
+def earlier_reexport(name: str, version: str, settings: ExportConfig) -> tuple[str, str | None]:
+    """The source version's number, and the version already re-exported from it with these settings, if any."""
+    return find_reexport(name, version, settings)
 
 
 @task(name="fetch-version", **TRANSIENT_RETRIES)
@@ -40,7 +48,8 @@ def fetch_source(name: str, version: str, quantization: str) -> SourceVersion:
 @task(name="register-reexport", **TRANSIENT_RETRIES)
 def register_reexport(source: SourceVersion, exported, variants, settings: ExportConfig, run_id: str, triton):
     """A new version of the same model: the source's lineage and test metrics, the new files and their measurements."""
-    tags = reexport_tags(source, exported, variants)
+    identity = reexport_identity(source.version, settings)
+    tags = reexport_tags(source, exported, variants) | identity
     table = "\n".join(["| " + " | ".join(map(str, row.values())) + " |" for row in
                        [v.row(source.task, variants[0]) for v in variants]])
     description = (source.description.rstrip() + f"\n\n## Re-exported from version {source.version}\n"
@@ -50,14 +59,23 @@ def register_reexport(source: SourceVersion, exported, variants, settings: Expor
         extras["torch_int8"] = exported.int8_path
     return registry.register_model(run_id, source.name, source.model_dir, exported.onnx_path, exported.int8_onnx_path,
                                    source.max_length, tags, description=description, extras=extras, task=source.task,
-                                   generation=source.generation.model_dump(mode="json"))
+                                   generation=source.generation.model_dump(mode="json"), same_as=identity)
 
 
 @flow(name="export", log_prints=True)
 def export(name: str, version: str = "champion", settings: ExportConfig = ExportConfig(),
            experiment: str = "tuneline") -> str:
-    """Export version (number or alias) of `name` again with `settings`; return the new version number."""
-    source = fetch_source(name, version, settings.quantization)
+    """Export version (number or alias) of `name` again with `settings`; return the new version number.
+
+    Running it again for the same source version and settings returns the version the first run registered.
+    """
+    load_secrets()  # MLflow / S3 credentials from Prefect Secret blocks where the environment has none
+    source_version, existing = earlier_reexport(name, version, settings)
+    if existing is not None:
+        print(f"{name} version {existing} already is version {source_version} re-exported with these settings: "
+              "nothing registered")
+        return existing
+    source = fetch_source(name, source_version, settings.quantization)  # the number: an alias may move meanwhile
     run_id = registry.start_run(
         experiment, run_name=flow_run.get_name() or "export",
         params={f"export.{k}": v for k, v in settings.model_dump(mode="json").items()} | {"source.version": source.version},

@@ -14,14 +14,16 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from tasks.clean import clean_data
+from tasks.drift import check_drift
 from tasks.evaluate import evaluate_generation, evaluate_model, evaluate_regression
 from tasks.export import compare_exported, export_model, triton_repository
 from tasks.ingest import ingest_data
 from tasks.promote import await_signoff, gate_and_promote
+from tasks.record import record_data
 from tasks.register import register_version
 from tasks.report import publish_summary
 from tasks.split import split_data
-from tasks.tracking import finish_tracking, start_tracking
+from tasks.tracking import finish_tracking, load_secrets, start_tracking
 from tasks.train import cross_validate_model, fine_tune_model
 from tasks.validate import validate_data
 from tuneline.config import TEST_METRICS, RetrainConfig
@@ -40,11 +42,19 @@ def evaluate_for_task(trained, splits, config: RetrainConfig, work_dir, run_id):
 
 
 def prepare_data(config: RetrainConfig, run_id: str):
-    """The data stages every flow that trains shares: ingest, validate, clean, split (logged to `run_id`)."""
-    ingested = ingest_data(config.data, run_id, config.task)
-    validation = validate_data(ingested, config.data, run_id, config.task, config.train, config.split)
-    cleaned = clean_data(ingested, run_id, config.task, config.data.checks)
-    splits = split_data(cleaned, config.data, config.split, ingested.source, run_id, config.task)
+    """The data stages every flow that trains shares: ingest, validate, clean, split, then record them in `run_id`.
+
+    The four stages are cached on the data's hash and their settings (Prefect shows a re-run's as Cached);
+    data.cache=false recomputes them and refreshes the cache.
+    """
+    cache = {} if config.data.cache else {"refresh_cache": True}
+    ingested = ingest_data.with_options(**cache)(config.data, run_id, config.task)
+    validation = validate_data.with_options(**cache)(ingested, config.data, run_id, config.task, config.train,
+                                                     config.split)
+    check_drift(ingested, config.data, config.registry.model_name, run_id, config.task)  # vs the champion's data
+    cleaned = clean_data.with_options(**cache)(ingested, run_id, config.task, config.data.checks)
+    splits = split_data.with_options(**cache)(cleaned, config.data, config.split, ingested.source, run_id, config.task)
+    record_data(ingested, validation, cleaned, splits, config, run_id)
     return ingested, validation, cleaned, splits
 
 
@@ -52,6 +62,7 @@ def prepare_data(config: RetrainConfig, run_id: str):
 def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
     """Ingest, validate, clean, split, fine-tune, evaluate, export, register, gate against the champion, and (when
     promotion.signoff asks) wait for a person's approval before the candidate takes `champion`."""
+    load_secrets()  # MLflow / S3 / Hub credentials from Prefect Secret blocks where the environment has none
     run_id = start_tracking(config, run_name=flow_run.get_name() or "retrain")
     work_dir = state_dir() / "runs" / run_id
     try:
@@ -78,6 +89,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
     finish_tracking(run_id)
     # Everything worth keeping now lives in MLflow; the scratch copies are ~200 MB a run.
     shutil.rmtree(work_dir, ignore_errors=True)
+    shutil.rmtree(trained.checkpoint_dir, ignore_errors=True)  # kept until now: a failed run's re-run resumes from it
     summary = RetrainSummary(
         model_name=version.name,
         version=version.version,

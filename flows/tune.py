@@ -19,6 +19,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.retrain import prepare_data, retrain
+from tasks.tracking import load_secrets
 from tasks.tune import report_study, train_trial
 from tuneline import registry, tuning
 from tuneline.errors import ConfigError, TuningError
@@ -93,6 +94,7 @@ def tune(config: tuning.TuneConfig = tuning.TuneConfig()) -> TuneSummary:
     from optuna.trial import TrialState
 
     started = time.perf_counter()
+    load_secrets()  # MLflow / S3 / Hub credentials from Prefect Secret blocks where the environment has none
     retrain_config = config.retrain
     run_id = _study_run(config)
     try:

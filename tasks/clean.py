@@ -8,18 +8,30 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tasks.common import TRANSIENT_RETRIES
+from tasks.common import data_stage_cache
 from tuneline import registry
 from tuneline.config import TextChecksConfig
 from tuneline.data import CleanResult, IngestResult, clean_dataset
 
 
-@task(name="clean", **TRANSIENT_RETRIES)
+def _clean_key(parameters: dict) -> str:
+    checks: TextChecksConfig = parameters.get("checks") or TextChecksConfig()
+    return f"{parameters['ingested'].content_hash}|{parameters.get('task', 'classification')}|{checks.model_dump_json()}"
+
+
+@task(name="clean", **data_stage_cache(_clean_key))
 def clean_data(ingested: IngestResult, run_id: str, task: str = "classification",
                checks: TextChecksConfig | None = None) -> CleanResult:
-    """Strip markup and noise from the input text, drop empty and duplicate rows (per task), log the dropped rows."""
+    """Strip markup and noise from the input text, drop empty and duplicate rows (per task), mask PII if asked.
+
+    Cached on the data's hash and data.checks; `record_clean` logs the counts and the dropped rows to each run.
+    """
     checks = checks or TextChecksConfig()
-    result = clean_dataset(ingested.frame, task, pii=checks.pii, pii_kinds=tuple(checks.pii_kinds))
+    return clean_dataset(ingested.frame, task, pii=checks.pii, pii_kinds=tuple(checks.pii_kinds))
+
+
+def record_clean(result: CleanResult, run_id: str) -> None:
+    """Counts in the MLflow run; every dropped row, with its reason, as `data/dropped_rows.csv`."""
     registry.log_metrics(run_id, {"rows_clean": result.rows_out, "rows_dropped": result.rows_dropped,
                                   "rows_changed_by_cleaning": result.changed, "rows_pii_masked": result.masked})
     if result.rows_dropped:
@@ -31,4 +43,3 @@ def clean_data(ingested: IngestResult, run_id: str, task: str = "classification"
         "cleaning rewrote %d texts, masked PII in %d and dropped %d of %d rows (kept in MLflow: data/dropped_rows.csv)",
         result.changed, result.masked, result.rows_dropped, result.rows_in,
     )
-    return result

@@ -1,9 +1,18 @@
-"""What every tuneline task shares: retry only on transient faults."""
+"""What every tuneline task shares: retry only on transient faults; cache the data stages on data and config."""
 
 from __future__ import annotations
 
-from prefect.cache_policies import NO_CACHE
+import functools
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.tasks import exponential_backoff
+
+import tasks
+import tuneline
 from tuneline.errors import is_transient
 
 
@@ -16,6 +25,40 @@ def retry_if_transient(task, task_run, state) -> bool:
     return False
 
 
-# Tasks pass in-memory frames and run-scoped MLflow ids, so nothing is cached yet:
-# re-using a result across runs needs persisted results keyed on data hash + config.
-TRANSIENT_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+# Three retries 2, 4 and 8 s apart (each ±50%, so runs that failed together do not retry together): long enough
+# to ride out a server restart, short enough that a run that cannot go on says so within a minute.
+RETRIES: dict[str, Any] = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+                               retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)
+
+# Stages that train, export or write to the registry are never cached: their inputs are run-scoped.
+TRANSIENT_RETRIES: dict[str, Any] = dict(**RETRIES, cache_policy=NO_CACHE)
+
+
+@functools.cache
+def code_hash() -> str:
+    """SHA-256 of the `tuneline` and `tasks` sources: a cached stage is recomputed whenever the code changes."""
+    digest = hashlib.sha256()
+    for package in (tuneline, tasks):
+        root = Path(package.__file__).parent
+        for file in sorted(root.rglob("*.py")):
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def data_stage_cache(key: Callable[[dict[str, Any]], str | None]) -> dict[str, Any]:
+    """Task options for a data stage cached on `key(parameters)` (the data's hash plus the settings it reads).
+
+    The key also holds the stage's name and `code_hash()`. Results are persisted to Prefect's result storage
+    (`PREFECT_LOCAL_STORAGE_PATH`, by default under the state folder; a shared block such as S3 through
+    `PREFECT_DEFAULT_RESULT_STORAGE_BLOCK` for workers on several machines), so a cache survives a restart.
+    `key` returns None when it cannot name the input (a Hub dataset id, a missing file): that run is not cached.
+    Failed runs are never cached. The run-scoped `run_id` parameter is not part of any key.
+    """
+
+    def cache_key(context, parameters: dict[str, Any]) -> str | None:
+        part = key(parameters)
+        if part is None:
+            return None
+        return hashlib.sha256(f"{context.task.name}\0{part}\0{code_hash()}".encode()).hexdigest()
+
+    return dict(**RETRIES, cache_policy=CachePolicy.from_cache_key_fn(cache_key), persist_result=True)

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
-from tasks.common import TRANSIENT_RETRIES
+from tasks.common import data_stage_cache
 from tuneline import registry
 from tuneline.config import DataConfig
-from tuneline.data import IngestResult, load_dataset
+from tuneline.data import IngestResult, load_dataset, resolve_data_path
 from tuneline.errors import DataLoadError
 from tuneline.settings import answering_prefect_api
 
@@ -34,10 +36,35 @@ def dataset_resource_id(model_name: str) -> str:
     return f"tuneline.dataset.{model_name}"
 
 
-@task(name="ingest", **TRANSIENT_RETRIES)
+def _ingest_key(parameters: dict) -> str | None:
+    """The file's bytes and how they are read; None for what has no bytes here (a Hub dataset id, a missing file)."""
+    config: DataConfig = parameters["config"]
+    try:
+        path = resolve_data_path(config.path)
+    except DataLoadError:
+        return None
+    if not path.exists():
+        return None
+    read = config.model_dump_json(include={"path", "format", "text_column", "label_column"})
+    return f"{file_sha256(path)}|{read}|{parameters.get('task', 'classification')}"
+
+
+@task(name="ingest", **data_stage_cache(_ingest_key))
 def ingest_data(config: DataConfig, run_id: str, task: str = "classification") -> IngestResult:
-    """Load the configured file into the canonical frame (labels as the task reads them); record its hash and size."""
-    result = load_dataset(config.path, config.text_column, config.label_column, config.format, task)
+    """Load the configured file into the canonical frame (labels as the task reads them) and hash it.
+
+    Cached on the file's SHA-256 and the read settings; `record_ingest` logs it to each run. A file that
+    cannot be read leaves an ingest report (`record_ingest_failure`) before the `DataLoadError` stops the flow.
+    """
+    try:
+        return load_dataset(config.path, config.text_column, config.label_column, config.format, task)
+    except DataLoadError as error:  # never cached: report it here, where the flow stops
+        record_ingest_failure(config, error, run_id)
+        raise
+
+
+def record_ingest(result: IngestResult, run_id: str) -> None:
+    """What a run read, in its MLflow run, the task log and a `tuneline.data.ingested` event."""
     registry.set_tags(run_id, {"data.source": result.source, "data.hash": result.content_hash})
     registry.log_metrics(run_id, {"rows_raw": result.rows})
     get_run_logger().info("read %d rows from %s (sha256 %s)", result.rows, result.source, result.content_hash[:12])
@@ -49,7 +76,44 @@ def ingest_data(config: DataConfig, run_id: str, task: str = "classification") -
         "tuneline.data.hash": result.content_hash,
         "tuneline.data.rows": str(result.rows),
     }, related=[{"prefect.resource.id": f"mlflow.run.{run_id}", "prefect.resource.role": "mlflow-run"}])
-    return result
+
+
+INGEST_REPORT = "validation/ingest.json"
+
+
+def ingest_failure_report(config: DataConfig, error: DataLoadError) -> dict:
+    """What could not be read and why; `line` and `byte_offset` where the reader could tell (else None)."""
+    try:
+        source = str(resolve_data_path(config.path))
+    except DataLoadError:
+        source = config.path
+    message = str(error)
+    rest = message.replace(source, "")  # a folder named "line 3" must not read as a line number
+    line, offset = re.search(r"\bline (\d+)", rest), re.search(r"byte offset (\d+)", rest)
+    return {"stage": "ingest", "success": False, "source": source, "format": config.format,
+            "text_column": config.text_column, "label_column": config.label_column, "error": type(error).__name__,
+            "problem": message, "line": int(line.group(1)) if line else None,
+            "byte_offset": int(offset.group(1)) if offset else None}
+
+
+def record_ingest_failure(config: DataConfig, error: DataLoadError, run_id: str) -> None:
+    """The ingest report in the MLflow run (`validation/ingest.json`, tags) and as the Prefect artifact `ingest-report`.
+
+    Best effort: a report that cannot be saved is logged, and the `DataLoadError` still stops the flow.
+    """
+    report = ingest_failure_report(config, error)
+    where = ", ".join(f"{key.replace('_', ' ')} {report[key]}" for key in ("line", "byte_offset") if report[key])
+    markdown = "\n".join([
+        "### Ingest: FAILED", "", f"- file: `{report['source']}` (format {report['format']}, columns "
+        f"{report['text_column']!r} / {report['label_column']!r})", *([f"- where: {where}"] if where else []),
+        "", "```", report["problem"], "```",
+    ])
+    try:
+        registry.log_json(run_id, report, INGEST_REPORT)
+        registry.set_tags(run_id, {"validation.success": False, "validation.stage": "ingest"})
+        create_markdown_artifact(markdown, key="ingest-report", description=f"Why {report['source']} could not be read")
+    except Exception as exc:  # the data error is the news; a lost report must not replace it
+        get_run_logger().warning("could not save the ingest report: %s: %s", type(exc).__name__, exc)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,10 @@ def register_version(
     variants: tuple[VariantResult, ...], run_id: str, classification: ClassificationReport | None = None,
     triton: Path | None = None,
 ) -> registry.RegisteredVersion:
-    """Register the verified model; its tags carry task, data hash, row counts, validation, code version and metrics."""
+    """Register the verified model; its tags carry task, data hash, row counts, validation, code version and metrics.
+
+    A retry (or a second call for the same run) returns the version the first attempt registered.
+    """
     sizes = splits.sizes()
     tags = {
         "task": config.task,
@@ -70,7 +73,8 @@ def register_version(
         method=trained.method, trainable_params=trained.trainable_params, total_params=trained.total_params,
         classification=classification,
     )
-    registry.client().log_text(run_id, card, "model_card.md")
+    with registry.reaching_server("uploading model_card.md", run_id):
+        registry.client().log_text(run_id, card, "model_card.md")
     extras = {}
     if exported.int8_path is not None and exported.int8_onnx_path is None:
         extras["torch_int8"] = exported.int8_path  # model.int8.pt, for serving with PyTorch

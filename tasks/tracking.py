@@ -1,14 +1,37 @@
-"""Open and close the MLflow run that records one retrain."""
+"""Open and close the MLflow run that records one retrain; fill secrets from Prefect Secret blocks first."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.artifacts import create_link_artifact
+from prefect.logging import get_run_logger
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
 from tuneline.config import RetrainConfig
-from tuneline.settings import tracking_uri
+from tuneline.settings import fill_secrets, public_tracking_uri
+
+
+def _secret_block(name: str) -> str | None:
+    """The value of the Prefect Secret block `name`, or None when there is no such block."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(name).get())
+    except ValueError:  # "Unable to find block document named ..."
+        return None
+
+
+def load_secrets() -> list[str]:
+    """Fill each unset secret variable (tuneline.settings.SECRET_VARIABLES) from its Prefect Secret block.
+
+    Call at the start of a flow, before anything talks to MLflow or S3. A variable already set wins, so a
+    worker's environment overrides the blocks. Only the variables' names are logged, never their values.
+    """
+    filled = fill_secrets(_secret_block)
+    if filled:
+        get_run_logger().info("set %s from Prefect Secret blocks", ", ".join(filled))
+    return filled
 
 
 @task(name="start-tracking", **TRANSIENT_RETRIES)
@@ -22,7 +45,7 @@ def start_tracking(config: RetrainConfig, run_name: str) -> str:
         tags={"code_version": registry.code_version(), "base_model": config.train.base_model,
               "orchestrator": "prefect"},
     )
-    uri = tracking_uri()
+    uri = public_tracking_uri()  # a link anyone with the Prefect UI can read: no credentials in it
     if uri.startswith("http"):
         experiment = registry.ensure_experiment(config.registry.experiment)
         create_link_artifact(f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}", link_text="MLflow run")
@@ -31,5 +54,17 @@ def start_tracking(config: RetrainConfig, run_name: str) -> str:
 
 @task(name="finish-tracking", **TRANSIENT_RETRIES)
 def finish_tracking(run_id: str, error: BaseException | None = None) -> None:
-    """Mark the MLflow run FINISHED, or FAILED with the error that stopped the flow."""
-    registry.finish_run(run_id, failed=error is not None, error=None if error is None else f"{type(error).__name__}: {error}")
+    """Mark the MLflow run FINISHED, or FAILED with the error that stopped the flow.
+
+    With an error, this runs inside the flow's `except`: it must neither hide that error nor keep the flow
+    waiting, so a failure here (a server that does not answer) is logged after one attempt, not retried, and
+    the flow's own error goes on.
+    """
+    if error is None:
+        registry.finish_run(run_id)
+        return
+    try:
+        registry.finish_run(run_id, failed=True, error=f"{type(error).__name__}: {error}")
+    except Exception as exc:  # whatever went wrong here, the flow's own error is the one to report
+        get_run_logger().warning("could not mark MLflow run %s FAILED (%s: %s); the flow's error follows", run_id,
+                                 type(exc).__name__, exc)

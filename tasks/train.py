@@ -4,38 +4,86 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_table_artifact
+from prefect.logging import get_run_logger
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
+from tuneline.checkpoints import CheckpointOwner, checkpoint_key, claim
 from tuneline.config import TrainConfig
 from tuneline.data import SplitResult
 from tuneline.distributed import fine_tune_parallel, process_count
-from tuneline.training import TrainResult, cross_validate, fine_tune, mlflow_logger, plot_curves
+from tuneline.settings import state_dir
+from tuneline.training import TrainResult, cross_validate, fine_tune, mlflow_logger, plot_curves, resolve_model_source
+
+
+def job_checkpoint_dir(splits: SplitResult, config: TrainConfig, task_type: str) -> Path:
+    """`<state>/checkpoints/<key of this training job>`: the same for a retry and for a re-run of the same job."""
+    return state_dir() / "checkpoints" / checkpoint_key(splits, config, task_type, resolve_model_source(config.base_model))
+
+
+def close_superseded_run(old_run_id: str, run_id: str) -> None:
+    """Mark the run whose checkpoints `run_id` took over KILLED when it still shows RUNNING (its process died
+    without closing it), with a tag naming its successor. A run that ended (FAILED after training) stays as it is."""
+    try:
+        old = registry.client().get_run(old_run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return  # deleted, or tracked on another server: nothing to close
+    if old.info.status == "RUNNING":
+        registry.set_tags(old_run_id, {"superseded_by": run_id,
+                                       "error": f"its process stopped while training; run {run_id} resumed from its "
+                                                "checkpoints"})
+        registry.client().set_terminated(old_run_id, status="KILLED")
 
 
 @task(name="fine-tune", **TRANSIENT_RETRIES)
 def fine_tune_model(splits: SplitResult, config: TrainConfig, task_type: str, work_dir: Path, run_id: str) -> TrainResult:
     """Fine-tune on the train split, streaming loss, learning rate and validation metrics to the MLflow run.
 
-    A retry resumes from the run's latest checkpoint (see train.save_steps).
+    Checkpoints (train.save_steps) go to a folder named after the training job, not the run (see
+    tuneline.checkpoints): a retry of this task and a re-run of the flow after the process was killed both resume
+    from the latest one, and a re-run after a later stage failed takes the finished model. A run found still
+    RUNNING there (its process was killed) is marked KILLED. The flow deletes the folder once the run succeeded.
     """
+    logger = get_run_logger()
+    checkpoint_dir = job_checkpoint_dir(splits, config, task_type)
+    previous: CheckpointOwner | None = claim(checkpoint_dir, run_id)
+    took_over = previous is not None and previous.run_id != run_id
+    if took_over:
+        close_superseded_run(previous.run_id, run_id)
     processes = process_count(config)
     if processes > 1:
-        result = fine_tune_parallel(splits, config, work_dir, processes, on_log=mlflow_logger(run_id), task=task_type)
+        result = fine_tune_parallel(splits, config, work_dir, processes, on_log=mlflow_logger(run_id), task=task_type,
+                                    checkpoint_dir=checkpoint_dir)
     else:
-        result = fine_tune(splits, config, work_dir, on_log=mlflow_logger(run_id), task=task_type)
+        result = fine_tune(splits, config, work_dir, on_log=mlflow_logger(run_id), task=task_type,
+                           checkpoint_dir=checkpoint_dir)
+    if result.resumed_from_step:
+        logger.info("resumed from step %d of %s%s", result.resumed_from_step, checkpoint_dir,
+                    f" (checkpoints of MLflow run {previous.run_id})" if took_over else "")
+    if result.oom_fallbacks:
+        logger.warning("CUDA ran out of memory %d time(s): trained with micro-batch %d x %d accumulation steps",
+                       result.oom_fallbacks, result.micro_batch, result.gradient_accumulation_steps)
     registry.log_metrics(run_id, {
         "train_seconds": result.seconds, "train_steps": result.steps, "mean_train_loss": result.train_loss,
         "params_trainable": result.trainable_params, "params_total": result.total_params,
         "params_trainable_share": result.trainable_params / max(1, result.total_params),
+        "oom_fallbacks": result.oom_fallbacks,
         **{f"final_validation_{k}": v for k, v in result.validation_metrics.items()},
     })
     registry.set_tags(run_id, {"device": result.device, "precision": result.precision, "method": result.method,
                                "processes": processes,
                                "base_model_source": result.base_model_source,
-                               "resumed_from_step": result.resumed_from_step or "", "stopped_early": result.stopped_early})
+                               "train.micro_batch": result.micro_batch,
+                               "train.gradient_accumulation": result.gradient_accumulation_steps,
+                               "resumed_from_step": result.resumed_from_step or "",
+                               # whose checkpoints a re-run continued (the folder's last owner)
+                               "resumed_from_run": previous.run_id if took_over and result.resumed_from_step else "",
+                               "stopped_early": result.stopped_early})
     registry.log_artifact(run_id, plot_curves(result.history, work_dir / "training_curves.png"), "training")
     return result
 

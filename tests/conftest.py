@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # Before anything imports Prefect or MLflow: keep the session's state out of the checkout.
@@ -32,12 +33,16 @@ def prefect_harness():
 
 
 @pytest.fixture
-def state(tmp_path, monkeypatch) -> Path:
+def state(tmp_path, monkeypatch) -> Iterator[Path]:
     """A fresh state folder and MLflow SQLite store for one test."""
     monkeypatch.setenv("TUNELINE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
     (tmp_path / "state").mkdir()
-    return tmp_path / "state"
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    # Cached data stages persist their results here: one test's cache is not another's.
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "state" / "prefect-results"}):
+        yield tmp_path / "state"
 
 
 def make_reviews(n_per_label: int = 30) -> pd.DataFrame:
@@ -152,15 +157,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_mlflow_server(folder: Path):
-    """A real `mlflow server` on a free loopback port (SQLite, proxied artifacts under `folder`); yields its URI."""
+def running_mlflow_server(folder: Path, port: int | None = None):
+    """A real `mlflow server` on a free loopback port, or `port` (SQLite, proxied artifacts under `folder`); yields
+    its URI. Started again with the same folder and port, it is the same server after a restart."""
     import subprocess
     import sys
     import time
 
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",

@@ -28,14 +28,53 @@ def _plain_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def _named_prefect_answers() -> None:
+    """With PREFECT_API_URL set, its server must answer before a flow starts: else a ConfigError says so at once,
+    instead of Prefect's client failing with a traceback after its own retries."""
+    import os
+
+    from tuneline.settings import answering_prefect_api
+
+    if os.environ.get("PREFECT_API_URL"):
+        answering_prefect_api(os.environ["PREFECT_API_URL"])
+
+
+@contextmanager
+def _prefect_server_lost() -> Iterator[None]:
+    """A Prefect server that stops answering mid-run ends the command with what that means, not an httpx traceback.
+
+    Prefect 3 runs tasks client-side, so the flow goes on until a task needs the API (an artifact) or the run's
+    end is recorded; each call gives up after PREFECT_CLIENT_MAX_RETRIES tries (default 5, about a minute).
+    """
+    import os
+
+    from tuneline.errors import PrefectServerError, is_transient
+    from tuneline.settings import redact, state_dir
+
+    try:
+        yield
+    except Exception as exc:
+        api = os.environ.get("PREFECT_API_URL")
+        if not api or not (type(exc).__module__.startswith(("httpx", "httpcore")) and is_transient(exc)):
+            raise
+        raise PrefectServerError(
+            f"the Prefect server at PREFECT_API_URL={redact(api)} stopped answering during the run "
+            f"({type(exc).__name__}: {redact(str(exc))}), after its client's retries (PREFECT_CLIENT_MAX_RETRIES). "
+            f"Prefect could not record how the run ended. What the run did in MLflow stands (its MLflow run says "
+            f"FINISHED or FAILED); a run that did not finish keeps its files under {state_dir() / 'runs'}. "
+            "Start the Prefect server, then run again.") from exc
+
+
 @app.command()
 def retrain(config: ConfigOption = None, overrides: Overrides = None) -> None:
     """Run the retrain flow: ingest, validate, clean, split, fine-tune, evaluate, export, register, alias."""
     with _plain_errors():
         resolved = load_config(config, overrides or [])
+        _named_prefect_answers()
         from flows.retrain import retrain as retrain_flow  # imports Prefect: only when a flow runs
 
-        retrain_flow(config=resolved)
+        with _prefect_server_lost():
+            retrain_flow(config=resolved)
 
 
 @app.command()
@@ -52,9 +91,11 @@ def tune(
         from tuneline.tuning import load_tune_config
 
         resolved = load_tune_config(config, overrides or [])
+        _named_prefect_answers()
         from flows.tune import tune as tune_flow
 
-        summary = tune_flow(config=resolved)
+        with _prefect_server_lost():
+            summary = tune_flow(config=resolved)
         typer.echo(f"best trial {summary.best_trial}: validation {summary.metric} {summary.best_value:.4f}; "
                    f"preset {summary.preset_path} (tuneline retrain --config {summary.preset_path})")
 
@@ -94,9 +135,11 @@ def export_version(
     """Re-export a registered version with the export.* settings, as a new version (no alias moves)."""
     with _plain_errors():
         settings = load_config(config, overrides or []).export
+        _named_prefect_answers()
         from flows.export import export as export_flow
 
-        new_version = export_flow(name=name, version=version, settings=settings)
+        with _prefect_server_lost():
+            new_version = export_flow(name=name, version=version, settings=settings)
         typer.echo(f"{name} version {new_version}: re-exported from {version}; promote it with "
                    f"`tuneline promote {name} --version {new_version}`")
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneline.errors import ConfigError
+from tuneline.settings import refuse_secrets
 
 
 class _Section(BaseModel):
@@ -50,6 +51,16 @@ class TextChecksConfig(_Section):
         description="Classification: largest allowed ratio of the most to the least frequent label's rows; "
         "empty: the ratio is reported, never fails.",
     )
+    min_classes: int = Field(
+        2, ge=1, le=1_000_000,
+        description="Classification: fewest distinct labels the data must hold (a file of one class cannot train a "
+        "classifier; it is usually a filtered or truncated export).",
+    )
+    max_duplicate_share: float = Field(
+        0.1, ge=0, le=1,
+        description="Largest share of rows whose text repeats an earlier row's up to case, punctuation and spacing "
+        "(input and target, for generation tasks). Cleaning drops them, but many mean a broken export; 1 reports only.",
+    )
     chat_template: str | None = Field(
         None,
         description="causal_lm: the format every prompt must already have, with {prompt} where the user's text goes "
@@ -63,6 +74,50 @@ class TextChecksConfig(_Section):
         if template is not None and template != "tokenizer" and template.count("{prompt}") != 1:
             raise ValueError("chat_template must hold {prompt} exactly once (or be `tokenizer`)")
         return template
+
+
+class DriftConfig(_Section):
+    """How far a new batch may move from the data the champion was trained on (`tuneline.drift`).
+
+    Why these defaults: a fresh sample of the same data moves its label shares by a few points
+    (0.00-0.05 for 100-250 rows of the shipped sample), its length KS statistic stays near
+    1/sqrt(rows) (0.06 for 240 vs 240 rows) and keeps 95%+ of its word occurrences known; so
+    0.2, 0.3 and 0.5 leave a wide margin. They fail a batch that is plainly something else: a
+    fifth of the rows moved to another class, texts of another length regime (the median doubled
+    or halved), another language (under 10% known). A new domain in the same language keeps
+    about 70-80% known (function words), so to catch topic drift raise min_vocabulary_overlap to
+    about 0.85. A measure fails only when it is beyond its bound *and* unlikely to be sampling
+    noise (p-value below `significance`), so a batch of a few dozen rows is not failed for its size.
+    """
+
+    enabled: bool = Field(
+        True,
+        description="Compare each batch with the reference and fail the run beyond the bounds; false only logs the "
+        "batch's profile (the next run's reference).",
+    )
+    reference: str = Field(
+        "champion", min_length=1,
+        description="`champion`: the data profile logged with the run of the model holding the champion alias (none "
+        "yet: reported, not failed); or a data file read like data.path, with the same columns.",
+    )
+    max_label_shift: float = Field(
+        0.2, gt=0, le=1,
+        description="Largest total variation distance between the label shares (classification: half the sum of "
+        "the share changes, 0.2 = a fifth of the rows changed class) or KS statistic of the target (regression).",
+    )
+    max_length_ks: float = Field(
+        0.3, gt=0, le=1,
+        description="Largest two-sample Kolmogorov-Smirnov statistic between the text lengths (characters).",
+    )
+    min_vocabulary_overlap: float = Field(
+        0.5, ge=0, le=1,
+        description="Smallest share of the batch's word occurrences whose word is in the reference vocabulary.",
+    )
+    significance: float = Field(
+        0.01, gt=0, le=1,
+        description="A shift beyond its bound fails only if its p-value is below this (chi-square for labels, KS "
+        "for lengths and regression targets); 1 fails on the bound alone.",
+    )
 
 
 class DataConfig(_Section):
@@ -89,6 +144,15 @@ class DataConfig(_Section):
     checks: TextChecksConfig = Field(
         TextChecksConfig(),
         description="Checks built for fine-tuning text, run with the suite: token lengths, PII, labels, prompts.",
+    )
+    drift: DriftConfig = Field(
+        DriftConfig(),
+        description="Drift of each batch from the champion's training data: label shares, text lengths, vocabulary.",
+    )
+    cache: bool = Field(
+        True,
+        description="Re-use the ingest, validate, clean and split results of an earlier run with the same data (by "
+        "content hash), settings and code; false recomputes them and refreshes the cache.",
     )
 
     @field_validator("labels")
@@ -246,7 +310,16 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many evaluations without improvement of best_metric; empty: never."
     )
-    resume: bool = Field(True, description="Continue from the latest checkpoint of this run when one exists (retries).")
+    resume: bool = Field(
+        True,
+        description="Continue from the latest checkpoint of the same training job (same data, task and training "
+        "settings) when one exists: a retried task, or a re-run after a crash, does not start over.",
+    )
+    oom_fallback: bool = Field(
+        True,
+        description="On CUDA out-of-memory, halve the micro-batch and double gradient accumulation (the effective "
+        "batch, so the optimisation, stays the same) and go on from the latest checkpoint, down to micro-batch 1.",
+    )
     cv_folds: int | None = Field(
         None, ge=2, le=20, description="Also run k-fold cross-validation on train+validation and report mean and spread."
     )
@@ -569,6 +642,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
     if overrides:
         raw = _merge(raw, parse_overrides(overrides))
         source += " + overrides"
+    refuse_secrets(raw, source)  # before validation: the error must not echo the value
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -143,6 +143,224 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
     raise DataLoadError(f"unknown data format {fmt!r}")
 
 
+# --- what is wrong with a file that does not read -------------------------------------------------------------------
+
+TEXT_FORMATS = ("csv", "tsv", "jsonl")
+_SNIFF_BYTES = 1 << 16  # enough to recognise a file by its first bytes
+_MAGIC = {
+    b"PK\x03\x04": "a zip archive (an Excel .xlsx workbook is one): export the sheet as CSV",
+    b"PAR1": "a Parquet file: give it the .parquet extension or set data.format=parquet",
+    b"\x1f\x8b": "gzip-compressed: decompress it first",
+    b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF document",
+}
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _check_text_file(path: Path, fmt: str) -> None:
+    """`DataLoadError` when a CSV/TSV/JSONL file is empty or its first bytes show it is not UTF-8 text at all."""
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head.strip():
+        size = path.stat().st_size
+        raise DataLoadError(f"{path} is empty ({size} bytes{', only whitespace' if size else ''}): there is no "
+                            f"header and no rows. Check the export or copy that wrote it.")
+    what = next((what for magic, what in _MAGIC.items() if head.startswith(magic)), None)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        what = ("UTF-16 text (it starts with a UTF-16 byte-order mark, as Excel's 'Unicode text' writes): "
+                "re-save it as UTF-8")
+    elif what is None and b"\x00" in head:
+        offset = head.index(b"\x00")
+        line = head.count(b"\n", 0, offset) + 1
+        what = (f"binary data, or UTF-16 without a byte-order mark: it holds NUL bytes (the first on line {line}, "
+                f"byte offset {offset}); export the data as UTF-8 text")
+    if what is not None:
+        raise DataLoadError(f"{path} is not {fmt} text: it looks like {what}.")
+    if fmt == "jsonl" and head.lstrip().startswith(b"["):
+        raise DataLoadError(f"{path} is one JSON array, not JSON Lines (one object per line): convert it, e.g. "
+                            "`jq -c '.[]' in.json > out.jsonl`.")
+
+
+def _encoding_problem(path: Path) -> str:
+    """Where a file stops being UTF-8: the first bad line and byte, how many lines, and whether encodings are mixed."""
+    bad_lines: list[int] = []
+    utf8_lines, first, offset = 0, None, 0
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+                utf8_lines += not line.isascii()
+            except UnicodeDecodeError as exc:
+                first = first or (number, offset + exc.start, line[exc.start])
+                bad_lines.append(number)
+            offset += len(line)
+    if first is None:
+        return f"{path} is not valid UTF-8 (the reader says so, though every line decodes on its own)"
+    number, byte_offset, byte = first
+    shown = ", ".join(map(str, bad_lines[:EXAMPLE_ROWS])) + (", ..." if len(bad_lines) > EXAMPLE_ROWS else "")
+    guess = (f"{utf8_lines} other lines hold UTF-8 non-ASCII text, so the file mixes encodings (rows pasted from "
+             "sources saved differently)" if utf8_lines else "The file is probably Latin-1 / Windows-1252")
+    return (f"{path} is not UTF-8: line {number} has the byte 0x{byte:02x} at byte offset {byte_offset}, which "
+            f"UTF-8 cannot decode (lines with such bytes: {len(bad_lines)}, e.g. line {shown}). {guess}. Re-save "
+            "the file as UTF-8 (e.g. `iconv -f cp1252 -t utf-8 in.csv > out.csv` for the lines in another encoding).")
+
+
+def _jsonl_problem(path: Path) -> str | None:
+    """The first line of a JSON Lines file that is not a JSON object, said with its number; None if there is none."""
+    import json
+
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return (f"{path} line {number} is not valid JSON ({exc.msg} at column {exc.colno}): "
+                        f"{_quote(line.strip())}. Each line of JSON Lines must be one complete JSON object; the file "
+                        "may be cut off, or a writer put raw newlines or quotes inside a value.")
+            if not isinstance(value, dict):
+                kinds = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+                kind = kinds.get(type(value), "number")
+                hint = (" The file looks like one JSON array: write one object per line (e.g. `jq -c '.[]' in.json "
+                        "> out.jsonl`)." if isinstance(value, list) else "")
+                return f"{path} line {number} holds a JSON {kind}, not an object with named fields.{hint}"
+    return None
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _read_problem(path: Path, fmt: str, exc: Exception) -> str:
+    """A read failure in words: what is wrong, on which line, what to do (the parsers' own messages say less)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return _encoding_problem(path)
+    if fmt == "jsonl":
+        return _jsonl_problem(path) or f"could not read {path} as JSON Lines: {exc}"
+    message = str(exc)
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    other = _other_delimiter(path, fmt) if fields else None
+    if other:
+        return f"{path} does not parse as {fmt}: {other}"
+    if fields:
+        expected, line, saw = fields.groups()
+        delimiter = "tab" if fmt == "tsv" else "comma"
+        return (f"{path} line {line} has {saw} fields where the header has {expected}: a text holds an unquoted "
+                f"{delimiter}, or the row is broken. Quote fields that contain a {delimiter} (every CSV writer can) "
+                "and check that line.")
+    eof = re.search(r"EOF inside string starting at row (\d+)", message)
+    if eof:
+        return (f"{path} ends inside a quoted field that starts on line {int(eof.group(1)) + 1}: the file was cut off "
+                "mid-row (an interrupted download or copy), or a quote on that line is never closed. Re-export the "
+                "file, or fix that line.")
+    return f"could not read {path} as {fmt}: {type(exc).__name__}: {exc}"
+
+
+def _header_fields(path: Path, fmt: str) -> list[str]:
+    """The CSV/TSV header's field names as written (pandas renames a repeated `text` to `text.1`)."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        return next(csv.reader(handle, delimiter="\t" if fmt == "tsv" else ","), [])
+
+
+def _other_delimiter(path: Path, fmt: str) -> str | None:
+    """A hint when a CSV/TSV header is one field holding another delimiter (a semicolon CSV read as comma CSV)."""
+    if fmt not in ("csv", "tsv"):
+        return None
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
+        header = handle.readline().rstrip("\r\n")
+    expected = "\t" if fmt == "tsv" else ","
+    if expected in header:
+        return None
+    for delimiter, name in _DELIMITERS.items():
+        if delimiter != expected and delimiter in header:
+            fix = ("set data.format=tsv (or use the .tsv extension)" if delimiter == "\t" else
+                   "re-save it comma-separated (CSV) or tab-separated (.tsv)")
+            return (f"the header {header[:80]!r} is {name}-separated, but {fmt} is read "
+                    f"{_DELIMITERS[expected]}-separated: {fix}.")
+    return None
+
+
+def _missing_columns_hint(path: Path, fmt: str, columns: list, wanted: list[str]) -> str:
+    """Why the mapped columns are not there, when the file shows it: another delimiter, an HTML page, a JSON array."""
+    import difflib
+
+    first = str(columns[0]) if len(columns) else ""
+    if fmt in ("csv", "tsv") and len(columns) == 1:
+        other = _other_delimiter(path, fmt)
+        if other:
+            return f" {other[0].upper()}{other[1:]}"
+        if first.lstrip().lower().startswith(("<!doctype", "<html", "<?xml")):
+            return " The file is an HTML/XML page (an error or login page saved instead of the data?)."
+    close = {w: difflib.get_close_matches(w, [str(c) for c in columns], n=1, cutoff=0.6) for w in wanted}
+    guesses = ", ".join(f"{c[0]!r} for {w!r}" for w, c in close.items() if c)
+    return f" Did you mean {guesses}?" if guesses else ""
+
+
+def _columns(frame: pd.DataFrame, limit: int = 20) -> str:
+    names = [str(c) for c in frame.columns]
+    return str(names[:limit])[:-1] + (f", ... ({len(names)} in all)]" if len(names) > limit else "]")
+
+
+def _check_columns(raw: pd.DataFrame, path: Path, fmt: str, text_column: str, label_column: str) -> None:
+    """`DataLoadError` when a mapped column is missing, named twice in the header, or the file has no data rows."""
+    missing = [c for c in (text_column, label_column) if c not in raw.columns]
+    if missing:
+        raise DataLoadError(
+            f"{path} has no column {', '.join(map(repr, missing))}; its columns are {_columns(raw)}. "
+            f"Set data.text_column / data.label_column." + _missing_columns_hint(path, fmt, list(raw.columns), missing)
+        )
+    if fmt in ("csv", "tsv"):
+        header = _header_fields(path, fmt)
+        for role, column in (("text_column", text_column), ("label_column", label_column)):
+            positions = [i + 1 for i, name in enumerate(header) if name == column]
+            if len(positions) > 1:
+                raise DataLoadError(f"{path}: the header names column {column!r} {len(positions)} times (columns "
+                                    f"{', '.join(map(str, positions))}, counting from 1), so data.{role} is ambiguous. "
+                                    "Rename or drop the extra columns.")
+    if raw.empty:
+        raise DataLoadError(f"{path} has a header (columns {_columns(raw)}) but no data rows: nothing to train on. "
+                            "Check the export that wrote it.")
+
+
+def _typed_problem(values: pd.Series, column: str, role: str, task: str) -> str | None:
+    """Why a column of a typed format (Parquet, JSON Lines, datasets) cannot be `role`, with example rows; else None."""
+    present = values.dropna()
+    containers = present.map(lambda v: isinstance(v, (list, dict, tuple, np.ndarray)))
+    if containers.any():
+        examples = "; ".join(f"row {i}: {_quote(str(v))}" for i, v in present[containers].head(EXAMPLE_ROWS).items())
+        return f"column {column!r} (data.{role}) holds lists or records, not single values, e.g. {examples}"
+    if role == "text_column" and len(present) and not present.map(lambda v: isinstance(v, (str, bytes))).any():
+        examples = "; ".join(f"row {i}: {v!r}" for i, v in present.head(EXAMPLE_ROWS).items())
+        return (f"column {column!r} (data.text_column) holds {values.dtype} values, not text, e.g. {examples}: "
+                "map data.text_column to the column with the text")
+    if role == "label_column" and task == "classification" and pd.api.types.is_float_dtype(values):
+        fractional = present[present != present.round()]
+        if len(fractional):
+            examples = "; ".join(f"row {i}: {v!r}" for i, v in fractional.head(EXAMPLE_ROWS).items())
+            return (f"column {column!r} (data.label_column) holds fractional numbers, e.g. {examples}: a classifier "
+                    "needs class names or integer class ids. For a score to predict, set task=regression")
+    return None
+
+
+def _typed_column(values: pd.Series, column: str, role: str, task: str, path: Path) -> pd.Series:
+    """A typed format's column made ready for `_as_text`: checked, bytes decoded, whole floats written as integers."""
+    problem = _typed_problem(values, column, role, task)
+    if problem:
+        raise DataLoadError(f"{path}: {problem}.")
+    if values.map(lambda v: isinstance(v, bytes)).any():
+        try:
+            return values.map(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v)
+        except UnicodeDecodeError as exc:
+            raise DataLoadError(f"{path}: column {column!r} holds bytes that are not UTF-8 ({exc})") from None
+    if role == "label_column" and task == "classification" and pd.api.types.is_float_dtype(values):
+        # An integer label column with a gap arrives as floats: class 1 must stay "1", as in a CSV, not "1.0".
+        return values.map(lambda v: None if pd.isna(v) else str(int(v)))
+    return values
+
+
 def content_hash(frame: pd.DataFrame) -> str:
     """SHA-256 of the text and label columns, row order included: same data, same hash."""
     digest = hashlib.sha256()
@@ -180,25 +398,27 @@ def load_dataset(
 
     For `regression` the numeric labels are canonicalised (`canonical_number`);
     labels that are not numbers are kept for validation to name. Raises
-    `DataLoadError` naming the file and the missing column.
+    `DataLoadError` naming the file and what is wrong with it, where the reader can tell on which
+    line: empty, not UTF-8 (or not text at all), a broken row, a missing or doubled column, no
+    data rows, or (Parquet, JSON Lines, datasets) a column of the wrong type.
     """
     check_task(task)
     resolved = resolve_data_path(path)
     if not resolved.exists():
         raise DataLoadError(f"data file {resolved} does not exist (data.path={path!r})")
     fmt = _detect_format(resolved) if fmt == "auto" else fmt
+    if fmt in TEXT_FORMATS:
+        _check_text_file(resolved, fmt)
     try:
         raw = _read(resolved, fmt)
     except DataLoadError:
         raise
-    except Exception as exc:  # the readers raise a dozen types; all mean "unreadable"
-        raise DataLoadError(f"could not read {resolved} as {fmt}: {exc}") from exc
-    missing = [c for c in (text_column, label_column) if c not in raw.columns]
-    if missing:
-        raise DataLoadError(
-            f"{resolved} has no column {', '.join(map(repr, missing))}; its columns are {list(raw.columns)}. "
-            f"Set data.text_column / data.label_column."
-        )
+    except Exception as exc:  # the readers raise a dozen types; all mean "unreadable", `_read_problem` says why
+        raise DataLoadError(_read_problem(resolved, fmt, exc)) from exc
+    _check_columns(raw, resolved, fmt, text_column, label_column)
+    if fmt not in ("csv", "tsv"):  # typed formats: a number where text belongs is a mapping mistake, not a text
+        for role, column in (("text_column", text_column), ("label_column", label_column)):
+            raw[column] = _typed_column(raw[column], column, role, task, resolved)
     frame = raw.rename(columns={text_column: "text", label_column: "label"})
     if "row" in frame.columns:  # our row number takes the name; keep the user's column beside it
         frame = frame.rename(columns={"row": "source_row"})

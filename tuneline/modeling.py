@@ -207,12 +207,35 @@ def load_trained(model_dir: Path, task: str = "classification", **kwargs):
     `kwargs` go to `from_pretrained` (e.g. `attn_implementation="eager"` for export).
     """
     model_dir = Path(model_dir)
-    model = _auto_class(task, model_dir).from_pretrained(model_dir, **kwargs)
+    require_safetensors(model_dir)
+    model = _auto_class(task, model_dir).from_pretrained(model_dir, use_safetensors=True, **kwargs)
     adapter_dir = model_dir / ADAPTER_DIR
     if adapter_dir.is_dir():
         peft_type = json.loads((adapter_dir / "adapter_config.json").read_text()).get("peft_type", "")
         if peft_type in ("PREFIX_TUNING", "PROMPT_TUNING"):
             from peft import PeftModel
 
+            require_safetensors(adapter_dir)
             model = PeftModel.from_pretrained(model, adapter_dir)
     return model.eval()
+
+
+_PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def require_safetensors(folder: Path) -> None:
+    """UnsafeModelError unless `folder` holds safetensors weights.
+
+    Every saved or registered model tuneline loads comes through here (export, variants, the gate, evaluation):
+    a `.bin` / `.pt` checkpoint is a pickle, which can run code when loaded, and a registered folder may come
+    from anyone with write access to the registry.
+    """
+    from tuneline.errors import UnsafeModelError
+
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(path.name for path in folder.iterdir() if path.suffix in _PICKLED_WEIGHTS) if folder.is_dir() else []
+    found = f"it has only pickled weights ({', '.join(pickled)})" if pickled else "it has no weights file"
+    raise UnsafeModelError(f"{folder} holds no safetensors weights: {found}. tuneline loads models only from "
+                           "safetensors; load it once yourself if you trust it and save it again with save_pretrained() "
+                           "(which writes model.safetensors), then retrain or re-register it.")

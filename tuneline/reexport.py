@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +13,13 @@ from mlflow.exceptions import MlflowException
 
 from tuneline import registry
 from tuneline.errors import ConfigError, RegistrationError
-from tuneline.config import GenerationConfig
+from tuneline.config import ExportConfig, GenerationConfig
 from tuneline.gating import TEST_SPLIT_ARTIFACT, generation_settings
 
 CALIBRATION_ARTIFACT = "data/calibration.csv"
 # Tags that describe the export, or an alias's history: the new version gets its own, not the source's.
-_NOT_INHERITED = ("champion.", "challenger.", "rolled_back.", "int8.", "onnx.", "parity.", "quantization", "exported_from")
+_NOT_INHERITED = ("champion.", "challenger.", "rolled_back.", "int8.", "onnx.", "parity.", "quantization", "exported_from",
+                  "reexport.")
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,27 @@ def reexport_tags(source: SourceVersion, exported, variants) -> dict[str, object
         tags |= {f"int8.test.{name}": f"{value:.6f}" for name, value in quantized.metrics.items()}
         tags |= {"int8.bytes": exported.int8_bytes, "int8.latency_ms": f"{quantized.latency_ms:.3f}"}
     return tags
+
+
+def export_config_hash(settings: ExportConfig) -> str:
+    """A short, stable hash of the export settings (key order does not matter)."""
+    canonical = json.dumps(settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def reexport_identity(source_version: str, settings: ExportConfig) -> dict[str, str]:
+    """The tags that make two re-exports the same one: the same source version, the same export settings.
+
+    A re-export carries them, so running the export flow again with both unchanged finds it instead of
+    registering a duplicate.
+    """
+    return {"reexport.of": str(source_version), "reexport.config_hash": export_config_hash(settings)}
+
+
+def find_reexport(name: str, version: str, settings: ExportConfig) -> tuple[str, str | None]:
+    """The source's version number (`version` may be an alias), and the version that already is its re-export
+    with `settings` (None when there is none yet)."""
+    source = str(registry.resolve_version(name, version).version)
+    with registry.reaching_server(f"looking for an earlier re-export of {name} version {source}"):
+        earlier = registry.find_versions(name, None, reexport_identity(source, settings))
+    return source, str(earlier[0].version) if earlier else None

@@ -28,6 +28,12 @@ class RetrainSummary:
     train_seconds: float
     device: str
 
+    def __post_init__(self) -> None:
+        from tuneline.settings import redact
+
+        # The summary is printed, logged to MLflow and kept as the flow's result: no credentials in the URI.
+        object.__setattr__(self, "tracking_uri", redact(self.tracking_uri))
+
     def mlflow_ui_hint(self) -> str:
         if self.tracking_uri.startswith("http"):
             return f"{self.tracking_uri.rstrip('/')}/#/models/{self.model_name}/versions/{self.version}"

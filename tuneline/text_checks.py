@@ -196,6 +196,45 @@ def _plain(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
 
 
+# --- exact repeats --------------------------------------------------------------------------------------------------
+
+
+def repeated_rows(texts: Sequence[object], targets: Sequence[object] | None = None) -> list[tuple[int, int]]:
+    """(position, position of the first row it repeats) for every row whose text, and target when given, equals an
+    earlier row's up to case, punctuation and spacing (`normalise_text`). Positions are 0-based, in frame order."""
+    keys = [normalise_text(t) for t in texts]
+    if targets is not None:
+        keys = [f"{k}\x1f{normalise_text(t)}" if k else "" for k, t in zip(keys, targets)]
+    first: dict[str, int] = {}
+    repeats = []
+    for position, key in enumerate(keys):
+        if not key:
+            continue  # empty texts are the not-null and whitespace checks' to report, not repeats of each other
+        if key in first:
+            repeats.append((position, first[key]))
+        first.setdefault(key, position)
+    return repeats
+
+
+def repeats_cleaning_keeps(texts: Sequence[object]) -> list[tuple[int, int]]:
+    """The `repeated_rows` that cleaning does not drop: equal up to case or punctuation but not after `clean_text`.
+
+    Cleaning removes exact repeats; these stay as separate rows, so a split that does not look for
+    near-duplicates (split.near_duplicates=ignore) can put one copy in training and one in test.
+    """
+    from tuneline.data import clean_text  # tuneline.data imports this module
+
+    cleaned = [clean_text(t) if isinstance(t, str) else "" for t in texts]
+    seen_clean: set[str] = set()
+    leaks = []
+    repeats = dict(repeated_rows(texts))
+    for position, text in enumerate(cleaned):
+        if position in repeats and text not in seen_clean:
+            leaks.append((position, repeats[position]))
+        seen_clean.add(text)
+    return leaks
+
+
 # --- PII ------------------------------------------------------------------------------------------------------------
 
 PII_KINDS = ("email", "phone", "card", "ip")

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tuneline.checkpoints import checkpoint_key, checkpoint_step, latest_checkpoint, record_finished, take_finished
 from tuneline.config import LOWER_IS_BETTER, TrainConfig
 from tuneline.data import SplitResult
-from tuneline.errors import ConfigError
+from tuneline.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +45,25 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     history: tuple[dict[str, float], ...]  # the Trainer's log lines: loss, learning rate, step
+    micro_batch: int  # rows per forward pass and device: train.batch_size, or less after out-of-memory fallbacks
+    gradient_accumulation_steps: int  # micro-batches per optimizer step; micro_batch x this = the configured batch
+    oom_fallbacks: int  # times CUDA ran out of memory and training went on with half the micro-batch
+    checkpoint_dir: Path  # where the Trainer's checkpoints went (the caller deletes it once nothing may resume)
 
     @property
     def validation_accuracy(self) -> float | None:
         return self.validation_metrics.get("accuracy")
+
+    def to_json(self) -> str:
+        """The result as JSON, for another process (data-parallel rank 0) or a later run (a finished job)."""
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainResult:
+        fields = json.loads(text)
+        fields["model_dir"], fields["checkpoint_dir"] = Path(fields["model_dir"]), Path(fields["checkpoint_dir"])
+        fields["history"] = tuple(fields["history"])
+        return cls(**fields)
 
 
 def resolve_model_source(name: str) -> str:
@@ -229,8 +248,12 @@ def _checkpointing(config: TrainConfig) -> dict:
     return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
 
 
-def training_arguments(config: TrainConfig, task: str, output_dir: Path, device: str, precision: str):
-    """TrainingArguments for the config: every control the config names, nothing implicit."""
+def training_arguments(config: TrainConfig, task: str, output_dir: Path, device: str, precision: str,
+                       checkpoint_dir: Path | None = None):
+    """TrainingArguments for the config: every control the config names, nothing implicit.
+
+    Checkpoints go to `checkpoint_dir`, by default `<output_dir>/checkpoints`.
+    """
     from transformers import TrainingArguments
 
     evaluate_during = bool(config.eval_steps or config.early_stopping_patience
@@ -239,7 +262,7 @@ def training_arguments(config: TrainConfig, task: str, output_dir: Path, device:
     eval_strategy = ("steps" if config.eval_steps else "epoch") if evaluate_during else "no"
     save_strategy = ("steps" if config.save_steps or config.eval_steps else "epoch") if checkpoints else "no"
     return TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
+        output_dir=str(checkpoint_dir or output_dir / "checkpoints"),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size,
@@ -293,6 +316,90 @@ def mlflow_logger(run_id: str) -> Callable[[dict[str, float], int], None]:
     return forward
 
 
+def _checkpoint_ledger():
+    """A TrainerCallback that keeps what a resumed run needs beyond the Trainer's own checkpoint: the last
+    checkpoint this call saved (where an out-of-memory fallback goes on from) and the training loss summed over the
+    steps logged so far. The Trainer's `training_loss` covers only the steps of one `train()` call, so a resumed
+    run's mean would forget the steps before its checkpoint; the tally is saved inside each checkpoint's
+    trainer_state.json (as an ExportableState), written in the same file as the step it belongs to."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class CheckpointLedger(TrainerCallback, ExportableState):
+        def __init__(self):
+            self.saved: Path | None = None
+            self.loss_sum = 0.0
+            self.loss_steps = 0
+            self._last_logged = 0
+
+        def state(self) -> dict:
+            return {"args": {}, "attributes": {"loss_sum": self.loss_sum, "loss_steps": self.loss_steps}}
+
+        def restore(self, checkpoint: Path | None) -> tuple[float, int]:
+            """Start the tally from what `checkpoint` recorded (zero without one); return it as (sum, steps)."""
+            tally = {}
+            if checkpoint is not None:
+                saved = json.loads((checkpoint / "trainer_state.json").read_text()).get("stateful_callbacks", {})
+                tally = saved.get(type(self).__name__, {}).get("attributes", {})
+            self.loss_sum, self.loss_steps = float(tally.get("loss_sum", 0.0)), int(tally.get("loss_steps", 0))
+            return self.loss_sum, self.loss_steps
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._last_logged = state.global_step
+            # A checkpoint saved without the ledger (older code) lacks its entry, which the Trainer's next save needs.
+            state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs and state.global_step > self._last_logged:
+                # "loss" is the mean over the steps since the previous log line
+                self.loss_sum += float(logs["loss"]) * (state.global_step - self._last_logged)
+                self.loss_steps += state.global_step - self._last_logged
+                self._last_logged = state.global_step
+
+        def on_save(self, args, state, control, **kwargs):
+            self.saved = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+
+    return CheckpointLedger()
+
+
+def whole_run_mean_loss(prior: tuple[float, int], this_call_mean: float, this_call_steps: int) -> float:
+    """Mean training loss over the whole run: the (sum, steps) a resumed checkpoint recorded, plus this call's mean
+    over its steps. Exact when save_steps is a multiple of logging_steps (otherwise the unlogged steps just before
+    the resumed checkpoint are left out of the mean)."""
+    prior_sum, prior_steps = prior
+    steps = prior_steps + this_call_steps
+    return (prior_sum + this_call_mean * this_call_steps) / steps if steps else this_call_mean
+
+
+def smaller_micro_batch(micro_batch: int) -> int:
+    """The largest micro-batch below `micro_batch` that divides it: half when even, so the effective batch (micro x
+    accumulation) stays exactly the configured one. 1 when it is prime."""
+    for factor in range(2, math.isqrt(micro_batch) + 1):
+        if micro_batch % factor == 0:
+            return micro_batch // factor
+    return 1
+
+
+def _release_accelerator_memory() -> None:
+    """Give the failed attempt's tensors back to CUDA, so the next, smaller attempt has the memory it needs."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _oom_advice(config: TrainConfig) -> str:
+    advice = [f"lower train.max_length (now {config.max_length})"]
+    if not config.gradient_checkpointing:
+        advice.append("set train.gradient_checkpointing=true")
+    if config.method == "full":
+        advice.append("train an adapter (train.method=lora, or qlora for a 4-bit base)")
+    elif config.method == "lora":
+        advice.append("use train.method=qlora (4-bit base)")
+    return "; ".join(advice)
+
+
 def fine_tune(
     splits: SplitResult,
     config: TrainConfig,
@@ -300,17 +407,25 @@ def fine_tune(
     on_log: Callable[[dict[str, float], int], None] | None = None,
     task: str = "classification",
     callbacks: list | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
     """Fine-tune `config.base_model` on the train split for `task` with `config.method`; save to `<output_dir>/hf_model`.
 
     `on_log(metrics, step)` receives each Trainer log line (loss, learning
-    rate, validation metrics), e.g. to forward them to MLflow. A run whose
-    `checkpoints/` folder holds a checkpoint continues from the latest one
-    when `config.resume` is set (a retried task does not start over).
+    rate, validation metrics), e.g. to forward them to MLflow. Checkpoints go
+    to `checkpoint_dir` (default `<output_dir>/checkpoints`); when
+    `config.resume` is set and it holds a complete checkpoint, training
+    continues from the latest one (a retried task, or a re-run after the
+    process was killed, does not start over); when that job's training already
+    finished there (tuneline.checkpoints.record_finished), its model and result
+    are taken as they are. On CUDA out-of-memory with
+    `config.oom_fallback`, training goes on with half the micro-batch and twice
+    the gradient accumulation (the same effective batch, so the same optimizer
+    steps) from the latest checkpoint, down to micro-batch 1.
     `callbacks` are extra `TrainerCallback`s (the tune flow's pruning reporter).
     """
+    import torch
     from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, TrainerCallback, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from tuneline.modeling import apply_method, load_base, parameter_counts, save_trained
 
@@ -319,17 +434,34 @@ def fine_tune(
     if config.method == "qlora" and device != "cuda":
         raise ConfigError("train.method=qlora needs CUDA (bitsandbytes 4-bit kernels); this run is on CPU")
     precision = resolve_precision(config.precision, device)
-    set_seed(config.seed)  # before the model exists: the new head's initialisation depends on it
+    checkpoint_dir = checkpoint_dir or output_dir / "checkpoints"
+    model_dir = output_dir / "hf_model"
     source = resolve_model_source(config.base_model)
+    job = checkpoint_key(splits, config, task, source)
+    finished = take_finished(checkpoint_dir, job, model_dir) if config.resume else None
+    if finished is not None:
+        result = TrainResult.from_json(finished)
+        log.info("this training job finished before (%d steps, %s): taking its model instead of training again",
+                 result.steps, checkpoint_dir)
+        return replace(result, model_dir=model_dir, checkpoint_dir=checkpoint_dir, resumed_from_step=result.steps,
+                       seconds=time.perf_counter() - started)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:  # GPT-2-style tokenizers: pad with the end token, masked out anyway
         tokenizer.pad_token = tokenizer.eos_token
-    base = load_base(task, source, config, splits.labels, tokenizer)
+
+    def build_model():
+        set_seed(config.seed)  # before the model exists: the new head's initialisation depends on it
+        base = load_base(task, source, config, splits.labels, tokenizer)
+        return base, apply_method(base, task, config, source)
+
+    base, model = build_model()
     base_hash = model_fingerprint(source, base)
-    model = apply_method(base, task, config, source)
+    del base
     trainable, total = parameter_counts(model)
     train_set = encode_rows(task, splits.train, tokenizer, splits.labels, config.max_length)
     validation_set = encode_rows(task, splits.validation, tokenizer, splits.labels, config.max_length)
+    checkpoint = latest_checkpoint(checkpoint_dir) if config.resume else None
+    resumed = checkpoint_step(checkpoint) if checkpoint else None
 
     history: list[dict[str, float]] = []
 
@@ -352,31 +484,70 @@ def fine_tune(
             if on_log is not None:
                 on_log(numbers, state.global_step)
 
-    args = training_arguments(config, task, output_dir, device, precision)
-    trainer_callbacks = [_Progress(), *(callbacks or [])]
+    ledger = _checkpoint_ledger()
+    trainer_callbacks = [_Progress(), ledger, *(callbacks or [])]
     if config.early_stopping_patience:
         trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    trainer = _trainer_class()(
-        model=model, args=args, train_dataset=train_set, eval_dataset=validation_set,
-        data_collator=_collator(task, tokenizer), compute_metrics=_metric_function(task), callbacks=trainer_callbacks,
-    )
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts when tqdm is off; _Progress logs instead
-    if config.lr_scheduler in ("step", "exponential"):
-        trainer.schedule = (config.lr_scheduler, config.lr_gamma, config.lr_step_size)
-    checkpoint = get_last_checkpoint(args.output_dir) if config.resume and Path(args.output_dir).is_dir() else None
-    resumed = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
     log.info("fine-tuning %s (%s) for %s with %s on %d rows, device %s, %s; trainable parameters %s of %s (%.2f%%)%s",
              config.base_model, source, task, config.method, len(train_set), device, precision,
              f"{trainable:,}", f"{total:,}", 100 * trainable / max(1, total),
-             f"; resuming from step {resumed}" if resumed else "")
-    outcome = trainer.train(resume_from_checkpoint=checkpoint)
+             f"; resuming from step {resumed} ({checkpoint_dir})" if resumed else "")
+    micro, accumulation, fallbacks = config.batch_size, config.gradient_accumulation_steps, 0
+    attempt = config
+    while True:
+        args = training_arguments(attempt, task, output_dir, device, precision, checkpoint_dir)
+        trainer = _trainer_class()(
+            model=model, args=args, train_dataset=train_set, eval_dataset=validation_set,
+            data_collator=_collator(task, tokenizer), compute_metrics=_metric_function(task), callbacks=trainer_callbacks,
+        )
+        trainer.remove_callback(PrinterCallback)  # it prints raw log dicts when tqdm is off; _Progress logs instead
+        if config.lr_scheduler in ("step", "exponential"):
+            trainer.schedule = (config.lr_scheduler, config.lr_gamma, config.lr_step_size)
+        if task != "causal_lm":
+            # The Trainer takes any forward with **kwargs to normalise its loss by the tokens of the whole accumulated
+            # batch and so skips dividing by gradient_accumulation_steps; sequence-classification heads, T5 and
+            # EncoderDecoderModel take the kwargs but return a plain per-micro-batch mean, so their gradient came out
+            # accumulation-times too large (transformers 5.23). Causal LM heads do normalise (loss_function).
+            trainer.model_accepts_loss_kwargs = False
+        prior = ledger.restore(checkpoint)
+        try:
+            outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            break
+        except torch.OutOfMemoryError as error:
+            if not config.oom_fallback:
+                raise TrainingError(f"CUDA ran out of memory at micro-batch {micro} (train.batch_size "
+                                    f"{config.batch_size}) with train.oom_fallback=false; set it to true to go on with "
+                                    f"smaller micro-batches, lower train.batch_size, or {_oom_advice(config)}") from error
+            if trainer.args.world_size > 1:
+                raise  # data-parallel: one rank must not shrink alone; fine_tune_parallel relaunches all of them
+            if micro == 1:
+                raise TrainingError(f"CUDA ran out of memory at micro-batch 1 after {fallbacks} fallback(s) from "
+                                    f"train.batch_size {config.batch_size}: the model does not fit on this device as "
+                                    f"configured; {_oom_advice(config)}") from error
+            cause = (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+        # After the except block: its traceback no longer pins the failed attempt's activations.
+        trainer.accelerator.free_memory()
+        trainer = model = None
+        _release_accelerator_memory()
+        smaller = smaller_micro_batch(micro)
+        accumulation, micro, fallbacks = accumulation * (micro // smaller), smaller, fallbacks + 1
+        # Evaluation may be what ran out of memory; its batch size changes no result, so it shrinks too.
+        attempt = config.model_copy(update={"batch_size": micro, "gradient_accumulation_steps": accumulation,
+                                            "eval_batch_size": max(1, attempt.eval_batch_size // 2)})
+        checkpoint = ledger.saved or checkpoint  # this call's latest save, else where it started
+        redone_after = checkpoint_step(checkpoint) if checkpoint else 0
+        history[:] = [line for line in history if line["step"] <= redone_after]  # those steps are trained again
+        log.warning("out of memory (%s): going on with micro-batch %d x %d accumulation steps (effective batch %d, "
+                    "unchanged)%s", cause, micro, accumulation, micro * accumulation,
+                    f" from {checkpoint.name}" if checkpoint else " from the start")
+        _, model = build_model()
     final = trainer.evaluate()
     stopped_early = bool(config.early_stopping_patience) and trainer.state.global_step < trainer.state.max_steps
-    model_dir = output_dir / "hf_model"
+    steps_this_call = int(outcome.global_step) - (checkpoint_step(checkpoint) if checkpoint else 0)
     if trainer.is_world_process_zero():  # data-parallel workers (tuneline.distributed): one writer
         save_trained(trainer.model, tokenizer, task, config, source, model_dir)
     trainer.accelerator.wait_for_everyone()
-    return TrainResult(
+    result = TrainResult(
         model_dir=model_dir,
         task=task,
         method=config.method,
@@ -386,7 +557,7 @@ def fine_tune(
         device=device,
         precision=precision,
         steps=int(outcome.global_step),
-        train_loss=float(outcome.training_loss),
+        train_loss=whole_run_mean_loss(prior, float(outcome.training_loss), steps_this_call),
         validation_loss=float(final["eval_loss"]),
         validation_metrics={k[5:]: float(v) for k, v in final.items()
                             if k.startswith("eval_") and "runtime" not in k and "per_second" not in k},
@@ -396,7 +567,14 @@ def fine_tune(
         stopped_early=stopped_early,
         seconds=time.perf_counter() - started,
         history=tuple(history),
+        micro_batch=micro,
+        gradient_accumulation_steps=accumulation,
+        oom_fallbacks=fallbacks,
+        checkpoint_dir=checkpoint_dir,
     )
+    if trainer.is_world_process_zero():
+        record_finished(checkpoint_dir, job, model_dir, result.to_json())
+    return result
 
 
 def plot_curves(history: tuple[dict[str, float], ...], path: Path) -> Path:

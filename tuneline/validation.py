@@ -147,7 +147,7 @@ def _outcome(result: Any) -> ExpectationOutcome:
     )
 
 
-TEXT_CHECK_NOTE = "tuneline_check"  # meta key naming what a text check added to a suite is for
+TEXT_CHECK_NOTE = "tuneline_check"  # meta key naming what a check is for, in reports (text checks, some suite entries)
 
 
 def _text_check_expectations(frame: pd.DataFrame, task: str, checks: TextChecksConfig, max_length: int | None,
@@ -195,14 +195,87 @@ def _text_check_expectations(frame: pd.DataFrame, task: str, checks: TextChecksC
     return frame, expectations, lengths
 
 
+def _row_ids(frame: pd.DataFrame) -> np.ndarray:
+    return frame["row"].to_numpy() if "row" in frame.columns else np.arange(len(frame))
+
+
+def _repeat_outcome(frame: pd.DataFrame, task: str, checks: TextChecksConfig) -> ExpectationOutcome:
+    """Rows repeating an earlier row up to case, punctuation and spacing, against data.checks.max_duplicate_share."""
+    from tuneline.text_checks import repeated_rows
+
+    generative = task in ("seq2seq", "causal_lm")  # one input with several targets is fine there
+    repeats = repeated_rows(list(frame["text"]), list(frame["label"]) if generative else None)
+    rows, texts = _row_ids(frame), frame["text"].to_numpy(dtype=object)
+    share = len(repeats) / len(frame) if len(frame) else 0.0
+    return ExpectationOutcome(
+        expectation="expect_repeated_rows_share_to_be_at_most", column="text",
+        success=share <= checks.max_duplicate_share, unexpected_count=len(repeats),
+        observed_value=f"{share:.1%} of rows (allowed {checks.max_duplicate_share:.1%})",
+        example_rows=tuple({"row": _json_safe(rows[i]), "repeats_row": _json_safe(rows[j]), "text": texts[i]}
+                           for i, j in repeats[:EXAMPLE_ROWS]),
+        note="text" + (" and target" if generative else "") + " equal to an earlier row's up to case, punctuation "
+             "and spacing; cleaning keeps one, but many mean a broken export or a file appended to itself")
+
+
+def _label_outcomes(frame: pd.DataFrame, checks: TextChecksConfig,
+                    allowed_labels: list[str] | None) -> list[ExpectationOutcome]:
+    """Classification: enough distinct classes, and enough rows of every label to put some in each split."""
+    counts = frame["label"].dropna().value_counts()
+    distinct = ", ".join(f"{label!s}: {n} rows" for label, n in counts.head(EXAMPLE_ROWS).items()) or "no labels"
+    # One split's worth per split, whatever the fractions: the split stage checks the exact counts.
+    needed = 3 * max(checks.min_rows_per_label, 1)
+    every = counts.reindex(list(dict.fromkeys([*(allowed_labels or []), *counts.index])), fill_value=0)
+    short = every[every < needed]
+    rows = _row_ids(frame)
+    first_row = {label: _json_safe(rows[np.flatnonzero((frame["label"] == label).to_numpy())[0]])
+                 for label in short.index if short[label]}
+    return [
+        ExpectationOutcome(
+            expectation="expect_label_classes_to_be_at_least", column="label",
+            success=len(counts) >= checks.min_classes,
+            observed_value=f"{len(counts)} distinct labels ({distinct}); at least {checks.min_classes} needed",
+            note="data.checks.min_classes: a file of one class is a filtered or truncated export"),
+        ExpectationOutcome(
+            expectation="expect_every_label_to_have_enough_rows", column="label", success=short.empty,
+            unexpected_count=int(short.sum()),
+            observed_value=f"{len(short)} labels with fewer than {needed} rows" if len(short) else None,
+            example_rows=tuple({"label": label, "rows": int(n), **({"row": first_row[label]} if n else {})}
+                               for label, n in short.head(EXAMPLE_ROWS).items()),
+            note=f"{needed} rows or more, for data.checks.min_rows_per_label in each of train, validation and test; "
+                 "a rare label is often a typo or a mapped id column"),
+    ]
+
+
+def _leak_outcome(frame: pd.DataFrame, split: SplitConfig) -> ExpectationOutcome:
+    """split.near_duplicates=ignore: rows equal up to case or punctuation would be split independently (leakage)."""
+    from tuneline.text_checks import repeats_cleaning_keeps
+
+    leaks = repeats_cleaning_keeps(list(frame["text"]))
+    rows, texts = _row_ids(frame), frame["text"].to_numpy(dtype=object)
+    return ExpectationOutcome(
+        expectation="expect_no_copies_across_splits", column="text", success=not leaks, unexpected_count=len(leaks),
+        observed_value=f"{len(leaks)} row(s) copy another row up to case, punctuation or spacing" if leaks else None,
+        example_rows=tuple({"row": _json_safe(rows[i]), "copies_row": _json_safe(rows[j]), "text": texts[i],
+                            "copied_text": texts[j]} for i, j in leaks[:EXAMPLE_ROWS]),
+        note="split.near_duplicates=ignore splits them independently, so the test split would hold copies of "
+             "training rows; set split.near_duplicates=group (the default) or drop, or dedupe the file")
+
+
 def _custom_outcomes(frame: pd.DataFrame, task: str, checks: TextChecksConfig | None,
-                     split: SplitConfig | None) -> list[ExpectationOutcome]:
-    """Checks GE has no expectation for, reported like one: label imbalance, near-duplicates, time parsing."""
+                     split: SplitConfig | None, allowed_labels: list[str] | None = None) -> list[ExpectationOutcome]:
+    """Checks GE has no expectation for, reported like one: label imbalance, classes and rare labels, repeated
+    rows, near-duplicates (and copies a split that ignores them would leak), time parsing."""
     from tuneline.text_checks import find_near_duplicates, imbalance_ratio
 
     outcomes: list[ExpectationOutcome] = []
     if "text" not in frame.columns or "label" not in frame.columns:
         return outcomes
+    if checks is not None:
+        outcomes.append(_repeat_outcome(frame, task, checks))
+        if task == "classification":
+            outcomes += _label_outcomes(frame, checks, allowed_labels)
+    if split is not None and split.near_duplicates == "ignore":
+        outcomes.append(_leak_outcome(frame, split))
     if checks is not None and task == "classification" and frame["label"].notna().any():
         ratio = imbalance_ratio(frame["label"].dropna())
         counts = frame["label"].value_counts()
@@ -255,9 +328,11 @@ def validate_frame(
     `expect_column_values_to_be_between` on that column.
 
     With `checks` (data.checks), the text checks run in the same validation: PII, prompt and
-    response of causal_lm data and the chat template, label imbalance; token lengths too when
-    `tokenizer` and `max_length` are given; with `split` the group / time column and the
-    near-duplicate groups the split will keep together.
+    response of causal_lm data and the chat template, label imbalance and the number of classes,
+    repeated rows (data.checks.max_duplicate_share); token lengths too when `tokenizer` and
+    `max_length` are given; with `split` the group / time column, labels too rare to reach every
+    split, the near-duplicate groups the split will keep together, and (split.near_duplicates=ignore)
+    the copies it would leak across splits.
     """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -298,7 +373,7 @@ def validate_frame(
         found = frame["pii_found"][frame["pii_found"] != ""].str.split(", ").explode().value_counts()
         counts = ", ".join(f"{kind}: {int(n)} rows" for kind, n in found.items()) or "none found"
         outcomes = [replace(o, observed_value=counts) if o.column == "pii_found" else o for o in outcomes]
-    outcomes += _custom_outcomes(frame, task, checks, split)
+    outcomes += _custom_outcomes(frame, task, checks, split, allowed_labels)
     return ValidationReport(
         suite=expectation_suite.name,
         success=all(o.success for o in outcomes),

@@ -5,10 +5,7 @@ import pandas as pd
 import pytest
 from prefect import flow
 
-from tasks.clean import clean_data
-from tasks.ingest import ingest_data
-from tasks.split import split_data
-from tasks.validate import validate_data
+from flows.retrain import prepare_data
 from tuneline import registry
 from tuneline.config import load_config
 from tuneline.data import BUILTIN_SEQ2SEQ_SAMPLE
@@ -17,10 +14,8 @@ from tuneline.errors import DataValidationError
 
 @flow
 def data_stages(config, run_id: str):
-    ingested = ingest_data(config.data, run_id, config.task)
-    validate_data(ingested, config.data, run_id, config.task)
-    cleaned = clean_data(ingested, run_id, config.task)
-    return cleaned, split_data(cleaned, config.data, config.split, ingested.source, run_id, config.task)
+    _, _, cleaned, splits = prepare_data(config, run_id)
+    return cleaned, splits
 
 
 def _run_id() -> str:

@@ -5,10 +5,8 @@ import pandas as pd
 import pytest
 from prefect import flow
 
-from tasks.clean import clean_data
-from tasks.ingest import ingest_data
+from flows.retrain import prepare_data
 from tasks.split import split_data
-from tasks.validate import validate_data
 from tuneline import registry
 from tuneline.config import load_config
 from tuneline.errors import DataValidationError, SplitError
@@ -17,10 +15,8 @@ from tuneline.sample_data import generate_reviews
 
 @flow
 def checked_data_stages(config, run_id: str):
-    ingested = ingest_data(config.data, run_id, config.task)
-    validate_data(ingested, config.data, run_id, config.task, config.train, config.split)
-    cleaned = clean_data(ingested, run_id, config.task, config.data.checks)
-    return cleaned, split_data(cleaned, config.data, config.split, ingested.source, run_id, config.task)
+    _, _, cleaned, splits = prepare_data(config, run_id)
+    return cleaned, splits
 
 
 @flow

@@ -1,0 +1,25 @@
+"""Stage: log what the (possibly cached) data stages produced to this run's MLflow run and Prefect artifacts."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from tasks.clean import record_clean
+from tasks.common import TRANSIENT_RETRIES
+from tasks.ingest import record_ingest
+from tasks.split import record_split
+from tasks.validate import record_validation
+from tuneline.config import RetrainConfig
+from tuneline.data import CleanResult, IngestResult, SplitResult
+from tuneline.validation import ValidationReport
+
+
+@task(name="record-data", **TRANSIENT_RETRIES)
+def record_data(ingested: IngestResult, validation: ValidationReport, cleaned: CleanResult, splits: SplitResult,
+                config: RetrainConfig, run_id: str) -> None:
+    """Every run's lineage, whether its data stages ran or came from the cache: hashes, row counts, the
+    validation report, dropped rows, the test and calibration rows the gate and a re-export read later."""
+    record_ingest(ingested, run_id)
+    record_validation(validation, config.data, run_id)
+    record_clean(cleaned, run_id)
+    record_split(splits, config.data, config.split, ingested.source, run_id, config.task)

@@ -1,0 +1,32 @@
+"""Fixtures of the reliability tests: a champion trained once per session by the real flow (drift and corpus)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.bad_inputs import run_overrides, use_store, write_champion_data
+from tuneline.config import load_config
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A store whose CHAMPION_MODEL has a first version, trained by the real flow on `write_champion_data`."""
+
+    store: Path
+    data: Path
+    summary: object  # the flow's RetrainSummary
+
+
+@pytest.fixture(scope="session")
+def drift_champion(prefect_harness, tiny_bert, tmp_path_factory) -> Champion:
+    """Trained once (a tiny random BERT, 2 steps) and shared by the drift tests and the corpus's drift case."""
+    store = tmp_path_factory.mktemp("champion-store")
+    written = write_champion_data(tmp_path_factory.mktemp("champion-data"))
+    with use_store(store):
+        from flows.retrain import retrain
+
+        summary = retrain(config=load_config(overrides=run_overrides(written, tiny_bert, "champion")))
+    return Champion(store, written.path, summary)
