@@ -9,10 +9,9 @@ caught when the flow stops with the case's typed error, the message names the fi
 case's fragments (line, rows, values), and the run carries the stage's report. Versions left behind
 are counted in the registry afterwards: the store is shared by every case, so one leak shows.
 
-Faults: the fault-injection tests (tests/reliability/test_training_faults.py, test_service_faults.py,
-test_caching.py and the idempotency tests) each inject one fault into a real run (SIGKILL mid-epoch,
-an OOM, a dead MLflow server, a retried registration...) and assert the recovery; this runs them
-with pytest (`-m ""`, slow ones included) and counts passed tests per fault.
+Faults: the fault-injection tests (FAULT_TESTS) each inject one fault into a real run (SIGKILL
+mid-epoch, an OOM, a dead MLflow server, a retried registration...) and assert the recovery; this
+runs them with pytest (`-m ""`, slow ones included) and counts a passed test as a recovered fault.
 """
 
 from __future__ import annotations
@@ -36,8 +35,16 @@ os.environ.update(TUNELINE_HOME=str(STATE), PREFECT_HOME=str(STATE / "prefect"),
 os.environ.pop("PREFECT_API_URL", None)
 sys.path.insert(0, str(ROOT))
 
-FAULT_TESTS = ["tests/reliability/test_training_faults.py", "tests/reliability/test_service_faults.py",
-               "tests/reliability/test_caching.py"]
+# Each test injects one fault into real runs and asserts the recovery (a pass = recovered).
+FAULT_TESTS = [
+    "tests/reliability/test_training_faults.py",  # SIGKILL mid-epoch, a dropped connection, a failure after training
+    "tests/reliability/test_service_faults.py",  # MLflow restarted or gone, Prefect gone, 5xx vs 4xx
+    "tests/reliability/test_idempotent_registration.py",  # register / export retried or raced
+    "tests/reliability/test_caching.py::test_the_cache_survives_a_restart",
+    "tests/tuneline/test_training.py::test_out_of_memory_halves_the_micro_batch_and_keeps_the_optimisation",
+    "tests/tuneline/test_training.py::test_a_batch_that_cannot_fit_on_the_gpu_trains_through_the_fallback",  # CUDA only
+    "tests/tuneline/test_distributed.py::test_out_of_memory_in_a_worker_relaunches_all_of_them_with_half_the_micro_batch",
+]
 
 
 def run_corpus() -> list[dict]:

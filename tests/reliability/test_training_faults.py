@@ -99,7 +99,8 @@ def _wait_for_checkpoint(home: Path, process: subprocess.Popen, log: Path) -> Pa
 
 
 def _runs(home: Path) -> tuple[MlflowClient, list]:
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # else the registry is MLflow's global default store
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client, client.search_runs(experiments, order_by=["attributes.start_time ASC"])
 
