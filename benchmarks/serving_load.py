@@ -12,8 +12,11 @@ server >= 85% of in-process at concurrency 16+.
 
 The in-process figures: the served predictor (`tuneline.serving.load_model`,
 the very function the server calls) on batches of the server's max batch size
-in dataset order; and, so that the denominator is not a weak one, a plain
-`OnnxClassifier` with onnxruntime's defaults on batches of 1, 8 and 32. Each is
+in dataset order, called from as many threads at once as the server's model
+workers, each thread with the server's onnxruntime threads; and, so that the
+denominator is not a weak one, the same predictor one batch at a time on all
+cores, and a plain `OnnxClassifier` with onnxruntime's defaults on batches of
+1, 8 and 32. Each is
 measured before and after the server runs, the faster run kept. Other work on
 the machine moves every figure, so the served predictor is also timed right
 before and right after each concurrency level: "vs in-process" divides by the
@@ -70,34 +73,47 @@ def register_minilm(home: Path, name: str) -> str:
     return f"models:/{name}@champion"
 
 
-def in_process_predictors(model_uri: str, args) -> dict[str, tuple[int, object]]:
-    """name -> (batch size, texts -> predictions): the served predictor and plain onnxruntime ones."""
+def in_process_predictors(model_uri: str, args) -> dict[str, tuple[int, int, object]]:
+    """name -> (batch size, threads calling it at once, texts -> predictions): the served predictor as the
+    server runs it, the same with one batch at a time on every core, and plain onnxruntime ones."""
     import yaml
 
     from tuneline import registry
     from tuneline.onnx_classifier import OnnxClassifier
-    from tuneline.serving import ServeSettings, load_model
+    from tuneline.serving import ServeSettings, available_cores, load_model
 
-    name, reference = ServeSettings(model_uri=model_uri).reference()
-    served = load_model(name, str(registry.resolve_version(name, reference).version), args.threads,
-                        texts_per_run=args.texts_per_run)
+    settings = ServeSettings(model_uri=model_uri, workers=args.workers, threads=args.threads)
+    name, reference = settings.reference()
+    version = str(registry.resolve_version(name, reference).version)
+    workers, threads = settings.model_workers(), settings.model_threads()
+    served = load_model(name, version, threads, texts_per_run=args.texts_per_run)
+    predictors = {f"served predictor, {workers} x {threads} thread(s), batches of {args.max_batch_size}":
+                  (args.max_batch_size, workers, lambda texts: served.predict(texts, {}))}
+    cores = available_cores()
+    if (workers, threads) != (1, cores):
+        one_at_a_time = load_model(name, version, cores, texts_per_run=args.texts_per_run)
+        predictors[f"served predictor, 1 x {cores} thread(s), batches of {args.max_batch_size}"] = (
+            args.max_batch_size, 1, lambda texts: one_at_a_time.predict(texts, {}))
     files = served.folder / "artifacts"
     onnx = next(p for p in (files / "model.int8.onnx", files / "model.onnx") if p.is_file())
     config = yaml.safe_load((served.folder / "MLmodel").read_text())["flavors"]["python_function"]["config"]
-    plain = OnnxClassifier(onnx, files / "hf_model", int(config["max_length"]), args.threads)  # spinning on
-    predictors = {f"served predictor, batches of {args.max_batch_size}":
-                  (args.max_batch_size, lambda texts: served.predict(texts, {}))}
+    plain = OnnxClassifier(onnx, files / "hf_model", int(config["max_length"]))  # onnxruntime's defaults
     for batch in sorted({1, 8, 32}):
-        predictors[f"plain OnnxClassifier, batches of {batch}"] = (batch, lambda texts: plain.predict(texts, len(texts)))
+        predictors[f"plain OnnxClassifier, batches of {batch}"] = (
+            batch, 1, lambda texts: plain.predict(texts, len(texts)))
     return predictors
 
 
-def time_in_process(predict, batch: int, texts: list[str]) -> tuple[float, float]:
-    """(rows/s, CPU ms per row) of `predict` over `texts` in batches of `batch`."""
-    predict(texts[:batch])  # warm-up
-    start, cpu = time.perf_counter(), time.process_time()
-    for offset in range(0, len(texts), batch):
-        predict(texts[offset : offset + batch])
+def time_in_process(predict, batch: int, texts: list[str], workers: int = 1) -> tuple[float, float]:
+    """(rows/s, CPU ms per row) of `predict` over `texts` in batches of `batch`, `workers` threads each taking
+    the next batch as it finishes one (as the server's model threads do)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [texts[offset : offset + batch] for offset in range(0, len(texts), batch)]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(predict, batches[:workers]))  # warm-up
+        start, cpu = time.perf_counter(), time.process_time()
+        list(pool.map(predict, batches))
     return len(texts) / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / len(texts)
 
 
@@ -189,8 +205,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help="seconds per level at most")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5)
-    parser.add_argument("--texts-per-run", type=int, default=8, help="texts per onnxruntime call (server's)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (server and in-process)")
+    parser.add_argument("--texts-per-run", type=int, default=4, help="texts per onnxruntime call (server's)")
+    parser.add_argument("--workers", type=int, default=None, help="server's batches at once (default: its own)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per batch (server and "
+                                                                  "in-process; default: the server's own)")
     parser.add_argument("--rounds", type=int, default=3, help="times each level runs, interleaved; medians reported")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,6 +219,7 @@ def main() -> None:
     import pandas as pd
 
     load_before = os.getloadavg()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as `tuneline serve` runs: in-process gets it too
     texts = pd.read_csv(args.eval, sep="\t", quoting=3, dtype=str, keep_default_na=False)["sentence"].tolist()
     scratch = Path(tempfile.mkdtemp(prefix="tuneline-serving-bench-"))
     if not args.model:
@@ -208,13 +227,15 @@ def main() -> None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     model_uri = args.model or register_minilm(scratch, "serving-bench")
     predictors = in_process_predictors(model_uri, args)
-    in_process = {name: time_in_process(predict, batch, texts) for name, (batch, predict) in predictors.items()}
+    in_process = {name: time_in_process(predict, batch, texts, workers)
+                  for name, (batch, workers, predict) in predictors.items()}
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     flags = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
              "--texts-per-run", str(args.texts_per_run), "--reload-interval", "0",
+             *(["--workers", str(args.workers)] if args.workers else []),
              *(["--threads", str(args.threads)] if args.threads else [])]
     server = subprocess.Popen([str(Path(sys.executable).with_name("tuneline")), "serve", "--model", model_uri,
                                "--port", str(port), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -228,19 +249,19 @@ def main() -> None:
                 pass
             time.sleep(0.5)
         runs: dict[int, list[dict]] = {level: [] for level in map(int, args.concurrency.split(","))}
-        batch, served = predictors[next(iter(predictors))]
+        batch, workers, served = predictors[next(iter(predictors))]
         for _ in range(args.rounds):
             for level, results in runs.items():
-                before = time_in_process(served, batch, texts)
+                before = time_in_process(served, batch, texts, workers)
                 result = run_level(server, port, texts, level, args)
-                result["in-process rows/s beside"] = max(before, time_in_process(served, batch, texts))[0]
+                result["in-process rows/s beside"] = max(before, time_in_process(served, batch, texts, workers))[0]
                 result["vs in-process"] = result["requests/s"] / result["in-process rows/s beside"]
                 results.append(result)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    for name, (batch, predict) in predictors.items():  # again after the server: keep each one's faster run
-        in_process[name] = max(in_process[name], time_in_process(predict, batch, texts))
+    for name, (batch, workers, predict) in predictors.items():  # again after the server: keep the faster run
+        in_process[name] = max(in_process[name], time_in_process(predict, batch, texts, workers))
 
     best = max(max(rows for rows, _ in in_process.values()),
                *(result["in-process rows/s beside"] for results in runs.values() for result in results))
@@ -248,7 +269,7 @@ def main() -> None:
           f"{', '.join(f'{v:.2f}' for v in load_before)}, after {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
           f" | {model_uri}")
     print(f"server: one sentence per request, max batch {args.max_batch_size}, max wait {args.max_wait_ms} ms, "
-          f"{args.texts_per_run} texts per onnxruntime call\n")
+          f"{args.texts_per_run} texts per onnxruntime call, {next(iter(predictors)).split(', ')[1]}\n")
     print(pd.DataFrame([{"in-process": name, "rows/s": round(rows, 1), "CPU ms/row": round(cpu, 2)}
                         for name, (rows, cpu) in in_process.items()]).to_markdown(index=False))
     print()

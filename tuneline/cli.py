@@ -155,8 +155,10 @@ def serve(
     max_text_chars: Annotated[int, typer.Option(help="Longest text accepted.")] = 20_000,
     over_length: Annotated[str, typer.Option(help="reject or truncate a longer text.")] = "reject",
     reload_interval: Annotated[float, typer.Option(help="Seconds between alias checks; 0: never.")] = 30.0,
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads; default: all cores.")] = None,
-    texts_per_run: Annotated[int, typer.Option(help="Texts per onnxruntime call; a batch runs sorted by length.")] = 8,
+    workers: Annotated[Optional[int], typer.Option(help="Model threads; default: one per core.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads per model thread; default: cores / workers.")] = None,
+    texts_per_run: Annotated[int, typer.Option(help="Texts per onnxruntime call; a batch runs sorted by length.")] = 4,
+    access_log: Annotated[bool, typer.Option(help="A log line per request; /metrics counts them either way.")] = False,
 ) -> None:
     """Serve a registered version's ONNX model over HTTP (v1 predict, Open Inference Protocol v2, /metrics)."""
     from pydantic import ValidationError
@@ -168,8 +170,8 @@ def serve(
         try:
             settings = ServeSettings(model_uri=model, host=host, port=port, max_batch_size=max_batch_size,
                                      max_wait_ms=max_wait_ms, max_inputs=max_inputs, max_text_chars=max_text_chars,
-                                     over_length=over_length, reload_interval_s=reload_interval, threads=threads,
-                                     texts_per_run=texts_per_run)
+                                     over_length=over_length, reload_interval_s=reload_interval, workers=workers, threads=threads,
+                                     texts_per_run=texts_per_run, access_log=access_log)
             settings.reference()
         except (ValidationError, ValueError) as exc:
             raise ConfigError(f"tuneline serve: {exc}") from None

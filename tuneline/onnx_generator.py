@@ -10,6 +10,7 @@ carried between steps so each step feeds only the new token.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,10 +86,11 @@ def warp(scores: np.ndarray, temperature: float, top_k: int, top_p: float) -> np
     return scores
 
 
-def sample(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One token per row drawn from softmax(scores); a token with probability 0 is never drawn."""
+def sample(scores: np.ndarray, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """One token per row drawn from softmax(scores), row i with `rngs[i]`; a token with probability 0 is never
+    drawn."""
     cumulative = np.cumsum(_softmax(scores.astype(np.float64)), axis=-1)
-    draw = rng.random(scores.shape[0])[:, None] * cumulative[:, -1:]
+    draw = np.array([rng.random() for rng in rngs])[:, None] * cumulative[:, -1:]
     return np.argmax(cumulative > draw, axis=-1)
 
 
@@ -99,7 +101,7 @@ class OnnxGenerator:
     `generation_runtime.json` and the tokenizer files (the exporter copies them there).
     """
 
-    def __init__(self, model_dir: Path | str, threads: int | None = None):
+    def __init__(self, model_dir: Path | str, threads: int | None = None, spinning: bool = True):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -116,6 +118,8 @@ class OnnxGenerator:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spinning:  # idle threads sleep instead of busy-waiting: for a process that shares its cores (a server)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {role: ort.InferenceSession(str(self.model_dir / name), options,
                                                     providers=["CPUExecutionProvider"])
                          for role, name in self.runtime["files"].items() if name.endswith(".onnx")}
@@ -195,17 +199,20 @@ class OnnxGenerator:
             texts = [clean_up_tokenization(text) for text in texts]
         return texts
 
-    def generate(self, inputs: list[str], settings: GenerationConfig, seed: int = 0, batch_size: int = 16) -> list[str]:
+    def generate(self, inputs: list[str], settings: GenerationConfig, seed: int | Sequence[Sequence[int]] = 0,
+                 batch_size: int = 16) -> list[str]:
         """One generated text per input (a causal LM's excludes the prompt), cut at the first stop sequence.
 
-        Greedy unless `settings.do_sample`; sampling draws from a numpy Generator seeded with `seed`,
-        so the same seed, inputs and batch size give the same texts.
+        Greedy unless `settings.do_sample`. Sampling draws each row from its own numpy Generator: row i of
+        `inputs` is seeded with `(seed, i)`, or with `seed[i]` when `seed` is a list of entropy tuples. A
+        row's draws do not depend on the rows beside it, so a server can batch sampled requests, each with
+        its own seed, and the same seed and input give the same text alone or in any batch.
         """
         rows = self.generate_tokens(inputs, settings, seed, batch_size)
         return [cut_at_stop(text, settings.stop_sequences) for text in self.decode(rows)]
 
-    def generate_tokens(self, inputs: list[str], settings: GenerationConfig, seed: int = 0,
-                        batch_size: int = 16) -> list[list[int]]:
+    def generate_tokens(self, inputs: list[str], settings: GenerationConfig,
+                        seed: int | Sequence[Sequence[int]] = 0, batch_size: int = 16) -> list[list[int]]:
         """The token ids `generate` decodes, row by row as transformers returns them: a seq2seq row starts
         with the decoder start token, a causal LM row holds only new tokens; the end token is kept, and
         rows that ended early are padded to the batch's length."""
@@ -214,13 +221,18 @@ class OnnxGenerator:
                              "tuneline.generation.generate, or num_beams=1 (greedy or sampling) with ONNX")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        rng = np.random.default_rng(seed)
+        entropy = [(seed, i) for i in range(len(inputs))] if isinstance(seed, int) else list(seed)
+        if len(entropy) != len(inputs):
+            raise ValueError(f"{len(entropy)} seeds for {len(inputs)} inputs: give one per input, or one int")
+        rngs = [np.random.default_rng(row) for row in entropy] if settings.do_sample else []
         rows: list[list[int]] = []
         for first in range(0, len(inputs), batch_size):
-            rows.extend(self._generate_batch(list(inputs[first : first + batch_size]), settings, rng))
+            rows.extend(self._generate_batch(list(inputs[first : first + batch_size]), settings,
+                                             rngs[first : first + batch_size]))
         return rows
 
-    def _generate_batch(self, texts: list[str], settings: GenerationConfig, rng: np.random.Generator) -> list[list[int]]:
+    def _generate_batch(self, texts: list[str], settings: GenerationConfig,
+                        rngs: Sequence[np.random.Generator]) -> list[list[int]]:
         encoded = self.encode(texts)
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
         state = self.start(ids, mask)
@@ -239,7 +251,7 @@ class OnnxGenerator:
             if settings.repetition_penalty != 1.0:
                 scores = penalize_repetition(scores, history, ignore, settings.repetition_penalty)
             if settings.do_sample:
-                picked = sample(warp(scores, settings.temperature, settings.top_k, settings.top_p), rng)
+                picked = sample(warp(scores, settings.temperature, settings.top_k, settings.top_p), rngs)
             else:
                 picked = scores.argmax(axis=-1)
             picked = np.where(finished, self.pad, picked).astype(np.int64)  # finished rows get padding, as in generate

@@ -8,10 +8,11 @@
   `/v2/models/{name}/infer` (one BYTES input).
 - `/metrics`: Prometheus text (requests, latency, batch sizes, the version served).
 
-Concurrent requests are batched (up to `max_batch_size` texts, waiting at most `max_wait_ms`):
-classification and regression always, generation when greedy with the same decoding settings. A
-classifier runs a batch sorted by length, `texts_per_run` texts per onnxruntime call, so short texts
-are not padded to the longest. With an alias in the URI the server polls the registry and swaps to a
+Concurrent requests are batched (up to `max_batch_size` texts, waiting at most `max_wait_ms`); generation
+requests only with the same decoding settings (a sampled request's `seed` aside: each row draws from its
+own generator). `workers` batches run at once, each on its own thread with `threads` onnxruntime threads
+(by default one batch per core, one thread each). A classifier runs a batch sorted by length,
+`texts_per_run` texts per onnxruntime call, so short texts are not padded to the longest. With an alias in the URI the server polls the registry and swaps to a
 new version between batches, so a request in flight finishes on the version it started on. Only the
 files serving reads are downloaded (MLmodel, one ONNX model, the tokenizer), not the whole version.
 """
@@ -19,10 +20,14 @@ files serving reads are downloaded (MLmodel, one ONNX model, the tokenizer), not
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import json
 import logging
+import math
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -60,10 +65,25 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body.")
     reload_interval_s: float = Field(30.0, ge=0, description="Alias polling interval; 0 turns reloading off.")
     token_env: str = Field("TUNELINE_SERVE_TOKEN", description="Env var whose value, when set, is the bearer token.")
-    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads; empty: all cores.")
-    texts_per_run: int = Field(8, ge=1, le=1024, description="Texts per onnxruntime call of a classifier: a batch "
+    workers: int | None = Field(None, ge=1, le=256, description="Model threads: onnxruntime calls run at once "
+                                                                "(pieces of one batch, or several batches); "
+                                                                "empty: one per core.")
+    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads of each model thread; "
+                                                        "empty: the cores divided among the workers.")
+    access_log: bool = Field(False, description="A log line per request (uvicorn's access log); /metrics counts "
+                                                "requests, latency and statuses either way.")
+    texts_per_run: int = Field(4, ge=1, le=1024, description="Texts per onnxruntime call of a classifier: a batch "
                                                              "runs sorted by length in pieces of this many, so "
                                                              "short texts are not padded to the longest.")
+
+    def model_workers(self) -> int:
+        return self.workers or available_cores()
+
+    def model_threads(self) -> int:
+        """onnxruntime threads per batch. One by default (workers = cores): a single-threaded run never waits for
+        a second thread at the end of each parallel operator, and two one-thread batches on two cores served
+        1.4-1.7x the rows/s of one two-thread batch (benchmarks/README.md)."""
+        return self.threads or max(1, available_cores() // self.model_workers())
 
     def reference(self) -> tuple[str, str]:
         """`(name, alias or version)` of the model URI; ValueError for anything else."""
@@ -71,6 +91,22 @@ class ServeSettings(BaseModel):
         if not match:
             raise ValueError(f"--model {self.model_uri!r} must be models:/NAME@alias or models:/NAME/VERSION")
         return match["name"], match["alias"] or match["version"]
+
+
+def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may use: its CPU affinity (a cpuset, `taskset`), capped by a cgroup v2 CPU quota (a
+    container's CPU limit), not the host's count."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 @dataclass
@@ -81,10 +117,14 @@ class LoadedModel:
     version: str
     task: str
     labels: tuple[str, ...]
-    predict: Callable[[list[str], dict[str, Any]], list[dict[str, Any]]]
+    # texts, the batch's parameters, one seed per text (sampling) -> one output per text
+    predict: Callable[[list[str], dict[str, Any], list[tuple[int, int]] | None], list[dict[str, Any]]]
     folder: Path
     loaded_at: float = field(default_factory=time.time)
     decoding: Callable[[dict[str, Any]], Any] | None = None  # generation: a request's parameters, validated
+    # A batch's texts -> the index lists to predict separately (and at once, on the free model threads);
+    # None: the batch runs as one call (generation: the rows decode together).
+    pieces: Callable[[list[str]], list[list[int]]] | None = None
 
 
 # What serving reads of a version: MLmodel (task, max_length, decoding settings), one ONNX model (INT8 when
@@ -102,20 +142,24 @@ def files_to_serve(available: list[str]) -> list[str]:
                             f"it holds {sorted(available)}")
 
 
-def run_sorted(predict: Callable[[list[str]], list], texts: list[str], texts_per_run: int) -> list:
-    """`predict` over `texts` in pieces of `texts_per_run`, shortest texts first, so that a piece is padded to
-    a length close to each of its texts; the results come back in the order of `texts`."""
+def length_pieces(texts: list[str], texts_per_run: int) -> list[list[int]]:
+    """The indices of `texts`, shortest first, in pieces of `texts_per_run`: a piece is padded to a length close
+    to each of its texts."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # characters: a cheap proxy for tokens
+    return [order[start : start + texts_per_run] for start in range(0, len(texts), texts_per_run)]
+
+
+def run_sorted(predict: Callable[[list[str]], list], texts: list[str], texts_per_run: int) -> list:
+    """`predict` over `texts` piece by piece (`length_pieces`); the results come back in the order of `texts`."""
     results: list = [None] * len(texts)
-    for start in range(0, len(texts), texts_per_run):
-        piece = order[start : start + texts_per_run]
+    for piece in length_pieces(texts, texts_per_run):
         for i, result in zip(piece, predict([texts[i] for i in piece])):
             results[i] = result
     return results
 
 
 def load_model(name: str, version: str, threads: int | None = None, scratch: Path | None = None,
-               texts_per_run: int = 8) -> LoadedModel:
+               texts_per_run: int = 4) -> LoadedModel:
     """Download the files serving needs of a version and build its onnxruntime predictor (INT8 ONNX when there is one)."""
     from tuneline import registry
 
@@ -129,13 +173,16 @@ def load_model(name: str, version: str, threads: int | None = None, scratch: Pat
         from tuneline.config import GenerationConfig
         from tuneline.onnx_generator import OnnxGenerator
 
-        generator, defaults = OnnxGenerator(folder / wanted[1], threads), dict(settings.get("generation") or {})
+        generator = OnnxGenerator(folder / wanted[1], threads, spinning=False)
+        defaults = dict(settings.get("generation") or {})
 
         def decoding(parameters: dict[str, Any]) -> GenerationConfig:
             return GenerationConfig(**(defaults | parameters))
 
-        def predict(texts: list[str], parameters: dict[str, Any]) -> list[dict[str, Any]]:
-            return [{"generated": text} for text in generator.generate(texts, decoding(parameters))]
+        def predict(texts: list[str], parameters: dict[str, Any], seeds: list[tuple[int, int]] | None = None,
+                    ) -> list[dict[str, Any]]:
+            generated = generator.generate(texts, decoding(parameters), seeds or 0, batch_size=len(texts))
+            return [{"generated": text} for text in generated]
 
         return LoadedModel(name, version, task, (), predict, folder, decoding=decoding)
     from tuneline.onnx_classifier import OnnxClassifier
@@ -143,12 +190,14 @@ def load_model(name: str, version: str, threads: int | None = None, scratch: Pat
     # No spinning: the event loop shares the cores, and threads busy-waiting between operators starve it.
     classifier = OnnxClassifier(folder / wanted[1], folder / "artifacts" / "hf_model", max_length, threads,
                                 spinning=False)
+    pieces = functools.partial(length_pieces, texts_per_run=texts_per_run)
     if task == "regression":
-        return LoadedModel(name, version, task, (), lambda texts, _: [
-            {"value": value} for value in run_sorted(classifier.predict_values, texts, texts_per_run)], folder)
-    return LoadedModel(name, version, task, classifier.labels, lambda texts, _: [
+        return LoadedModel(name, version, task, (), lambda texts, *_: [
+            {"value": value} for value in run_sorted(classifier.predict_values, texts, texts_per_run)], folder,
+            pieces=pieces)
+    return LoadedModel(name, version, task, classifier.labels, lambda texts, *_: [
         {"label": label, "score": score} for label, score in run_sorted(classifier.predict, texts, texts_per_run)],
-        folder)
+        folder, pieces=pieces)
 
 
 class ModelHolder:
@@ -166,7 +215,8 @@ class ModelHolder:
         version = str(registry.resolve_version(self.name, self.reference).version)
         if self.current is not None and self.current.version == version:
             return False
-        model = load_model(self.name, version, self.settings.threads, self.scratch, self.settings.texts_per_run)
+        model = load_model(self.name, version, self.settings.model_threads(), self.scratch,
+                           self.settings.texts_per_run)
         previous, self.current = self.current, model  # one assignment: readers see the old model or the new one
         log.info("serving %s version %s (%s)", self.name, version, model.task)
         if previous is not None:
@@ -181,39 +231,57 @@ class _Pending:
     key: str  # requests run together only with the same parameters
     future: asyncio.Future
     arrived: float
+    seed: int | None = None  # sampling: row i of this request draws from (seed, i)
 
 
 class Batcher:
-    """Groups concurrent requests with the same parameters into batches of at most `max_texts`; a request
-    waits at most `max_wait` seconds after its arrival for the batch to fill, so requests that queued
-    while the model was busy go at once. Batches run one at a time on a single model thread, off the
-    event loop."""
+    """Groups concurrent requests with the same parameters into batches of at most `max_texts` texts and runs
+    them on `workers` model threads, off the event loop.
 
-    def __init__(self, holder: ModelHolder, max_texts: int, max_wait: float, observe: Callable[[int], None]):
+    A batch goes when it is full; when it holds `ready` texts (enough for every model thread) and a model
+    thread is free; or when its oldest request has waited `max_wait` seconds. So a free core never waits out
+    `max_wait` beside a queue that could feed it, and a busy model lets the queue grow into larger batches.
+    A classifier's batch runs in length-sorted pieces spread over the free threads; a batch that runs as one
+    call (generation) takes only its share of the queue, so that idle threads get the rest."""
+
+    def __init__(self, holder: ModelHolder, max_texts: int, max_wait: float, observe: Callable[[int], None],
+                 workers: int = 1, ready: int | None = None):
         self.holder, self.max_texts, self.max_wait, self.observe = holder, max_texts, max_wait, observe
+        self.workers, self.ready = workers, min(ready or max_texts, max_texts)
         self.pending: deque[_Pending] = deque()
         self.size = 0  # texts pending
-        self.arrived, self.full = asyncio.Event(), asyncio.Event()
-        self.worker = ThreadPoolExecutor(1, thread_name_prefix="tuneline-model")
+        self.running = 0  # model calls handed to the threads and not finished (queued ones included)
+        self.batches = 0  # batches running
+        self.arrived, self.go = asyncio.Event(), asyncio.Event()
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="tuneline-model")
 
-    async def submit(self, texts: list[str], parameters: dict[str, Any] | None = None,
+    def enough(self) -> int:
+        """Pending texts that make a batch go before `max_wait`."""
+        piecewise = self.holder.current is not None and self.holder.current.pieces is not None
+        return self.ready if piecewise and self.running < self.workers else self.max_texts
+
+    def update(self) -> None:
+        self.go.set() if self.pending and self.size >= self.enough() else self.go.clear()
+
+    async def submit(self, texts: list[str], parameters: dict[str, Any] | None = None, seed: int | None = None,
                      ) -> tuple[LoadedModel, list[dict[str, Any]]]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         parameters = parameters or {}
-        self.pending.append(_Pending(texts, parameters, json.dumps(parameters, sort_keys=True), future, loop.time()))
+        self.pending.append(_Pending(texts, parameters, json.dumps(parameters, sort_keys=True), future, loop.time(),
+                                     seed))
         self.size += len(texts)
         self.arrived.set()
-        if self.size >= self.max_texts:
-            self.full.set()
+        self.update()
         return await future
 
-    def take(self) -> list[_Pending]:
-        """The oldest pending request and the next ones with the same parameters, up to `max_texts` texts
-        (one request at least, however large); the others keep their places."""
+    def take(self, limit: int | None = None) -> list[_Pending]:
+        """The oldest pending request and the next ones with the same parameters, up to `limit` texts
+        (`max_texts` by default; one request at least, however large); the others keep their places."""
+        limit = limit or self.max_texts
         batch, others, size, room = [], deque(), 0, True
         for item in self.pending:
-            if not batch or (room and item.key == batch[0].key and size + len(item.texts) <= self.max_texts):
+            if not batch or (room and item.key == batch[0].key and size + len(item.texts) <= limit):
                 batch.append(item)
                 size += len(item.texts)
             else:
@@ -223,31 +291,70 @@ class Batcher:
         self.size -= size
         if not self.pending:
             self.arrived.clear()
-        if self.size < self.max_texts:
-            self.full.clear()
+        self.update()
         return batch
 
+    async def call(self, model: LoadedModel, texts: list[str], parameters: dict[str, Any],
+                   seeds: list[tuple[int, int]] | None) -> list[dict[str, Any]]:
+        """One `model.predict` on a model thread."""
+        self.running += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, model.predict, texts, parameters,
+                                                                    seeds)
+        finally:
+            self.running -= 1
+            self.update()  # a thread is free: a queue that could feed it goes now
+
+    async def predict(self, model: LoadedModel, texts: list[str], parameters: dict[str, Any],
+                      seeds: list[tuple[int, int]] | None) -> list[dict[str, Any]]:
+        """`model.predict` on the model threads: the batch's pieces at once, or the whole batch in one call."""
+        pieces = model.pieces(texts) if model.pieces else [list(range(len(texts)))]
+        if len(pieces) == 1:
+            return await self.call(model, texts, parameters, seeds)
+        parts = await asyncio.gather(*(self.call(model, [texts[i] for i in piece], parameters,
+                                                 [seeds[i] for i in piece] if seeds else None) for piece in pieces))
+        outputs: list = [None] * len(texts)
+        for piece, part in zip(pieces, parts):
+            for i, output in zip(piece, part):
+                outputs[i] = output
+        return outputs
+
     async def run(self) -> None:
+        """The batcher's work until cancelled: up to `workers` batches at once."""
+        await asyncio.gather(*(self.work() for _ in range(self.workers)))
+
+    async def work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self.arrived.wait()
-            wait = self.pending[0].arrived + self.max_wait - loop.time()
-            if self.size < self.max_texts and wait > 0:
+            if not self.pending:  # another worker took them while this one woke
+                continue
+            oldest = self.pending[0]
+            wait = oldest.arrived + self.max_wait - loop.time()
+            if not self.go.is_set() and wait > 0:
                 try:
-                    await asyncio.wait_for(self.full.wait(), wait)
+                    await asyncio.wait_for(self.go.wait(), wait)
                 except TimeoutError:
                     pass
-            batch = self.take()
+                if not self.pending or self.pending[0] is not oldest:  # another worker took it: wait anew
+                    continue
             model = self.holder.current  # one version for the whole batch, even if a reload lands meanwhile
+            idle = max(1, self.workers - self.batches)
+            batch = self.take(self.max_texts if model.pieces else min(self.max_texts, math.ceil(self.size / idle)))
+            self.batches += 1
             texts = [text for item in batch for text in item.texts]
+            seeds = ([(item.seed, i) for item in batch for i in range(len(item.texts))]
+                     if batch[0].seed is not None else None)
             self.observe(len(texts))
             try:
-                outputs = await loop.run_in_executor(self.worker, model.predict, texts, batch[0].parameters)
+                outputs = await self.predict(model, texts, batch[0].parameters, seeds)
             except Exception as error:  # a model failure fails its requests, not the server
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
+            finally:
+                self.batches -= 1
             start = 0
             for item in batch:
                 if not item.future.done():  # its client may have gone
@@ -279,7 +386,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None):
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
     scratch = Path(tempfile.mkdtemp(prefix="tuneline-serve-"))
@@ -291,7 +398,8 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None):
     batch_sizes = Histogram("tuneline_batch_texts", "Texts per model call", registry=metrics,
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
     served = Gauge("tuneline_model_version", "Registered version being served", ["model"], registry=metrics)
-    batcher = Batcher(holder, settings.max_batch_size, settings.max_wait_ms / 1000, batch_sizes.observe)
+    batcher = Batcher(holder, settings.max_batch_size, settings.max_wait_ms / 1000, batch_sizes.observe,
+                      settings.model_workers(), ready=settings.model_workers() * settings.texts_per_run)
 
     async def follow_alias() -> None:
         while True:
@@ -306,13 +414,18 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None):
     async def lifespan(_app):
         await asyncio.to_thread(holder.refresh)
         served.labels(holder.name).set(float(holder.current.version))
+        # What start-up allocated (MLflow, FastAPI, onnxruntime, the model) stays for good: out of the garbage
+        # collector's sight, its full collections no longer stop every request in flight for ~130 ms (p99 at 32
+        # users fell from 180-210 ms to 66-68 ms, benchmarks/README.md).
+        gc.collect()
+        gc.freeze()
         workers = [asyncio.create_task(batcher.run())]
         if settings.reload_interval_s and not holder.reference.isdigit():
             workers.append(asyncio.create_task(follow_alias()))
         yield
         for worker in workers:
             worker.cancel()
-        batcher.worker.shutdown(wait=False)
+        batcher.executor.shutdown(wait=False)
         shutil.rmtree(scratch, ignore_errors=True)
 
     app = FastAPI(title="tuneline", lifespan=lifespan)
@@ -379,23 +492,37 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None):
             raise HTTPException(413, f"inputs {too_long[:10]} are longer than {settings.max_text_chars} characters")
         return [text[: settings.max_text_chars] for text in texts]
 
-    async def run(texts: list[str], parameters: dict[str, Any]) -> tuple[LoadedModel, list[dict[str, Any]]]:
+    async def run(texts: list[str], parameters: dict[str, Any],
+                  ) -> tuple[LoadedModel, list[dict[str, Any]], int | None]:
+        """(the version that answered, one output per text, the seed a sampled request drew with)."""
         model = holder.current
         if model.task not in GENERATIVE_TASKS:
             if parameters:
                 raise HTTPException(422, f"parameters apply to generation models; {model.name} is a {model.task} model")
-            return await batcher.submit(texts)
+            return *(await batcher.submit(texts)), None
+        parameters = dict(parameters)
+        seed = parameters.pop("seed", None)
         try:
-            if model.decoding(parameters).do_sample:  # a sampled text depends on the rows drawn beside it: alone
-                return model, await asyncio.to_thread(model.predict, texts, parameters)
-            return await batcher.submit(texts, parameters)  # greedy: batched with requests of the same settings
+            sampled = model.decoding(parameters).do_sample
+            if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63):
+                raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+            # Each sampled row draws from its own (seed, row) generator, so sampled requests batch like greedy
+            # ones: with the requests of the same settings, and the same text for a seed alone or in any batch.
+            seed = (secrets.randbits(63) if seed is None else seed) if sampled else None
+            return *(await batcher.submit(texts, parameters, seed)), seed
         except (TypeError, ValueError) as error:  # decoding settings the model refuses (a batch shares them)
             raise HTTPException(422, f"parameters: {error}") from None
 
+    def encoded(content: dict[str, Any]) -> Response:
+        """The answer as JSON bytes: FastAPI's own path for a returned dict (jsonable_encoder, then a serializer
+        built from the return type) cost 5% of the requests/s at 32 users (benchmarks/README.md)."""
+        return Response(json.dumps(content).encode(), media_type="application/json")
+
     @app.post("/v1/predict")
-    async def predict(body: PredictRequest) -> dict[str, Any]:
-        model, outputs = await run(checked(body.inputs), body.parameters)
-        return {"model": model.name, "version": model.version, "task": model.task, "predictions": outputs}
+    async def predict(body: PredictRequest) -> Response:
+        model, outputs, seed = await run(checked(body.inputs), body.parameters)
+        answer = {"model": model.name, "version": model.version, "task": model.task, "predictions": outputs}
+        return encoded(answer if seed is None else answer | {"seed": seed})  # a seed sent back draws the same again
 
     @app.get("/v2/health/live")
     async def live() -> dict[str, bool]:
@@ -422,19 +549,19 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None):
                 "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in outputs]}
 
     @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, body: InferRequest) -> dict[str, Any]:
+    async def infer(name: str, body: InferRequest) -> Response:
         served_model(name)
         tensor = body.inputs[0]
         if tensor.shape != [len(tensor.data)]:
             raise HTTPException(422, f"input {tensor.name!r} has shape {tensor.shape} but {len(tensor.data)} values")
         if not tensor.data:
             raise HTTPException(422, f"input {tensor.name!r} is empty")
-        model, outputs = await run(checked(tensor.data), {})
+        model, outputs, _ = await run(checked(tensor.data), {})
         columns = list(outputs[0])
-        return {"model_name": model.name, "model_version": model.version, "id": body.id,
-                "outputs": [{"name": column, "shape": [len(outputs)],
-                             "datatype": "BYTES" if isinstance(outputs[0][column], str) else "FP32",
-                             "data": [row[column] for row in outputs]} for column in columns]}
+        return encoded({"model_name": model.name, "model_version": model.version, "id": body.id,
+                        "outputs": [{"name": column, "shape": [len(outputs)],
+                                     "datatype": "BYTES" if isinstance(outputs[0][column], str) else "FP32",
+                                     "data": [row[column] for row in outputs]} for column in columns]})
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
@@ -448,5 +575,9 @@ def serve(settings: ServeSettings) -> None:
     import uvicorn
 
     settings.reference()  # a malformed URI fails before anything starts
+    # The model threads already run one batch piece per core: the tokenizer's own thread pool on top of them
+    # only adds hand-offs (about 5% more CPU per text, benchmarks/serving_load.py).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # loop and http "auto" (the defaults): uvloop and httptools, which the serving requirements install
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                access_log=settings.access_log)

@@ -156,6 +156,12 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(exported):
     first = generator.generate_tokens(TEXTS, hot, seed=1)
     assert generator.generate_tokens(TEXTS, hot, seed=1) == first
     assert generator.generate_tokens(TEXTS, hot, seed=2) != first
+    # Each row draws from its own (seed, row) generator: alone, or in other batches, it draws the same tokens.
+    alone = [generator.generate_tokens([text], hot, seed=[(1, i)])[0] for i, text in enumerate(TEXTS)]
+    assert [row[: len(mine)] for row, mine in zip(first, alone)] == alone  # a batch pads rows that ended early
+    assert generator.generate_tokens(TEXTS, hot, seed=1, batch_size=2) == first
+    with pytest.raises(ValueError, match="2 seeds for 3 inputs"):
+        generator.generate_tokens(TEXTS[:3], hot, seed=[(1, 0), (1, 1)])
     narrow = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=0.7, top_k=1, top_p=0.9)
     assert generator.generate_tokens(TEXTS, narrow, seed=3) == generator.generate_tokens(
         TEXTS, GenerationConfig(max_new_tokens=8))

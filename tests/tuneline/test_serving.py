@@ -83,11 +83,15 @@ def start_server(home: Path, *flags: str, token: str | None = None, model: str =
     env.pop("TUNELINE_SERVE_TOKEN", None)
     if token:
         env["TUNELINE_SERVE_TOKEN"] = token
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("tuneline")), "serve", "--model", f"models:/{model}@champion",
-         "--port", str(port), *flags],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    # A file, not a pipe: nobody reads a pipe while the server runs, and a full one (an access-log line per
+    # request) would block the server's writes.
+    log = home / f"server-{port}.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("tuneline")), "serve", "--model", f"models:/{model}@champion",
+             "--port", str(port), *flags],
+            env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -96,7 +100,7 @@ def start_server(home: Path, *flags: str, token: str | None = None, model: str =
         except httpx.HTTPError:
             pass
         if process.poll() is not None:
-            pytest.fail("server exited during start-up:\n" + process.stdout.read()[-3000:])
+            pytest.fail("server exited during start-up:\n" + log.read_text()[-3000:])
         time.sleep(0.25)
     process.kill()
     pytest.fail("server did not become ready in 60 s")
@@ -119,7 +123,17 @@ def in_process(home: Path, version: str) -> list[tuple[str, float]]:
     from tuneline import registry
 
     files = registry.download_version(MODEL, version, home / f"check-{version}")
-    return OnnxClassifier(files / "model.int8.onnx", files / "hf_model", 32).predict(TEXTS)
+    classifier = OnnxClassifier(files / "model.int8.onnx", files / "hf_model", 32)
+    # INT8 dynamic quantization takes each activation's range per onnxruntime call, padding included, so a
+    # score moves (by ~1e-4) with the texts run beside it: like the server, run the texts shortest first, in
+    # pieces of its default texts per call.
+    per_run = ServeSettings.model_fields["texts_per_run"].default
+    order = sorted(range(len(TEXTS)), key=lambda i: len(TEXTS[i]))
+    results = {}
+    for start in range(0, len(order), per_run):
+        piece = order[start : start + per_run]
+        results.update(zip(piece, classifier.predict([TEXTS[i] for i in piece])))
+    return [results[i] for i in range(len(TEXTS))]
 
 
 def test_predictions_equal_in_process_onnxruntime(server, home, monkeypatch):
@@ -304,7 +318,7 @@ def test_full_batches_go_at_once_and_a_request_given_up_does_not_stop_the_batche
 
     calls = []
 
-    def predict(texts: list[str], _parameters) -> list[dict]:
+    def predict(texts: list[str], _parameters, _seeds) -> list[dict]:
         calls.append(texts)
         time.sleep(0.05)  # the model is busy: the other requests queue
         return [{"echo": text} for text in texts]
@@ -320,7 +334,7 @@ def test_full_batches_go_at_once_and_a_request_given_up_does_not_stop_the_batche
         requests[1].cancel()  # its client went away
         done = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 30)  # far below max_wait
         worker.cancel()
-        batcher.worker.shutdown()
+        batcher.executor.shutdown()
         return done
 
     results = asyncio.run(scenario())
@@ -329,6 +343,107 @@ def test_full_batches_go_at_once_and_a_request_given_up_does_not_stop_the_batche
     served = [result[1] for i, result in enumerate(results) if i != 1]
     assert served == [[{"echo": f"t{i}"}] for i in range(9) if i != 1]
 
+
+
+def run_batcher(holder: ModelHolder, requests: list[tuple[list[str], dict]], **settings) -> list:
+    """Submit `(texts, parameters)` requests at once to a running Batcher(holder, **settings); their results."""
+    import asyncio
+
+    async def scenario():
+        batcher = Batcher(holder, observe=lambda _: None, **settings)
+        worker = asyncio.create_task(batcher.run())
+        done = await asyncio.wait_for(asyncio.gather(*(batcher.submit(*request) for request in requests)), 30)
+        worker.cancel()
+        batcher.executor.shutdown()
+        return done
+
+    return asyncio.run(scenario())
+
+
+def test_a_batch_runs_in_pieces_on_every_model_thread_at_once(tmp_path):
+    calls, started = [], threading.Barrier(2, timeout=5)
+
+    def predict(texts: list[str], _parameters, _seeds) -> list[dict]:
+        calls.append((threading.current_thread().name, texts))
+        started.wait()  # both pieces must be running at the same time, or this times out
+        return [{"echo": text} for text in texts]
+
+    holder = ModelHolder(ServeSettings(model_uri="models:/m@champion"), tmp_path)
+    holder.current = LoadedModel("m", "1", "classification", (), predict, tmp_path,
+                                 pieces=lambda texts: [[3, 0], [1, 2]])
+
+    results = run_batcher(holder, [([f"t{i}"], {}) for i in range(4)], max_texts=4, max_wait=60, workers=2)
+    assert sorted(texts for _, texts in calls) == [["t1", "t2"], ["t3", "t0"]]
+    assert len({thread for thread, _ in calls}) == 2
+    assert [outputs for _, outputs in results] == [[{"echo": f"t{i}"}] for i in range(4)]  # back in request order
+
+
+def test_a_batch_goes_before_max_wait_once_it_can_feed_every_free_thread(tmp_path):
+    import asyncio
+
+    calls = []
+
+    def predict(texts: list[str], _parameters, _seeds) -> list[dict]:
+        calls.append(list(texts))
+        return [{"echo": text} for text in texts]
+
+    holder = ModelHolder(ServeSettings(model_uri="models:/m@champion"), tmp_path)
+    holder.current = LoadedModel("m", "1", "classification", (), predict, tmp_path,
+                                 pieces=lambda texts: [list(range(len(texts)))])
+
+    async def scenario():
+        batcher = Batcher(holder, max_texts=32, max_wait=60, observe=lambda _: None, workers=2, ready=4)
+        worker = asyncio.create_task(batcher.run())
+        first = [asyncio.create_task(batcher.submit([f"t{i}"])) for i in range(3)]
+        await asyncio.sleep(0.3)
+        waited = list(calls)  # 3 texts: fewer than `ready`, so they wait (max_wait is a minute)
+        fourth = batcher.submit(["t3"])
+        done = await asyncio.wait_for(asyncio.gather(*first, fourth), 10)  # far below max_wait
+        worker.cancel()
+        batcher.executor.shutdown()
+        return waited, done
+
+    waited, done = asyncio.run(scenario())
+    assert waited == [] and calls == [["t0", "t1", "t2", "t3"]]
+    assert [outputs for _, outputs in done] == [[{"echo": f"t{i}"}] for i in range(4)]
+
+
+def test_a_batch_that_runs_as_one_call_leaves_the_other_threads_their_share(tmp_path):
+    calls = []
+
+    def predict(texts: list[str], _parameters, _seeds) -> list[dict]:
+        calls.append(list(texts))
+        time.sleep(0.1)
+        return [{"generated": text} for text in texts]
+
+    holder = ModelHolder(ServeSettings(model_uri="models:/m@champion"), tmp_path)
+    holder.current = LoadedModel("m", "1", "seq2seq", (), predict, tmp_path)  # no pieces: generation
+
+    results = run_batcher(holder, [([f"t{i}"], {}) for i in range(6)], max_texts=32, max_wait=0.05, workers=2)
+    assert sorted(calls) == [["t0", "t1", "t2"], ["t3", "t4", "t5"]]  # two threads, half the queue each
+    assert [outputs for _, outputs in results] == [[{"generated": f"t{i}"}] for i in range(6)]
+
+
+def test_model_threads_default_to_one_per_worker_and_a_worker_per_core():
+    from tuneline.serving import available_cores
+
+    settings = ServeSettings(model_uri="models:/m@champion")
+    assert (settings.model_workers(), settings.model_threads()) == (available_cores(), 1)
+    assert ServeSettings(model_uri="models:/m@champion", workers=1).model_threads() == available_cores()
+    assert ServeSettings(model_uri="models:/m@champion", workers=1, threads=3).model_threads() == 3
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)
+
+
+def test_available_cores_follow_the_cgroup_cpu_quota(tmp_path):
+    from tuneline.serving import available_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    for quota, cores in [("max 100000", affinity), ("50000 100000", 1), ("150000 100000", min(2, affinity)),
+                         (f"{100000 * (affinity + 4)} 100000", affinity)]:
+        cpu_max.write_text(quota + "\n")
+        assert available_cores(cpu_max) == cores, quota
+    assert available_cores(tmp_path / "no-cgroup-v2") == affinity
 
 
 def test_greedy_generation_requests_with_the_same_settings_share_a_batch(generator_home, monkeypatch):
@@ -354,10 +469,30 @@ def test_greedy_generation_requests_with_the_same_settings_share_a_batch(generat
         calls, texts = batched(url)
         assert texts == len(TEXTS) and calls < len(TEXTS)  # through the batcher, some calls for several requests
 
-        sampled = httpx.post(f"{url}/v1/predict", timeout=60,
-                             json={"inputs": TEXTS[:2], "parameters": {"do_sample": True, "max_new_tokens": 4}})
-        assert sampled.status_code == 200 and len(sampled.json()["predictions"]) == 2
-        assert batched(url) == (calls, texts)  # sampled texts depend on their batch: that request ran alone
+        # Sampled requests batch too: each row draws from its own (seed, row) generator, so a request's texts
+        # are those of the same seed alone, whatever ran beside it.
+        hot = {"do_sample": True, "temperature": 5.0, "top_k": 0, "max_new_tokens": 6}
+        seeds = [11, 12, 13, 11, 14]
+        with ThreadPoolExecutor(len(TEXTS)) as pool:
+            sampled = list(pool.map(lambda text, seed: httpx.post(
+                f"{url}/v1/predict", json={"inputs": [text, text], "parameters": hot | {"seed": seed}}, timeout=60),
+                TEXTS, seeds))
+        assert [r.status_code for r in sampled] == [200] * len(TEXTS)
+        assert [r.json()["seed"] for r in sampled] == seeds
+        settings = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=5.0, top_k=0)
+        drawn = [r.json()["predictions"] for r in sampled]
+        assert drawn == [[{"generated": text} for text in generator.generate([t, t], settings, seed)]
+                         for t, seed in zip(TEXTS, seeds)]
+        assert any(a != b for a, b in drawn)  # two rows of one request draw differently
+        assert batched(url)[0] < calls + len(TEXTS) and batched(url)[1] == texts + 2 * len(TEXTS)
+
+        unseeded = httpx.post(f"{url}/v1/predict", json={"inputs": TEXTS[:1], "parameters": hot}, timeout=60).json()
+        again = httpx.post(f"{url}/v1/predict", timeout=60,
+                           json={"inputs": TEXTS[:1], "parameters": hot | {"seed": unseeded["seed"]}}).json()
+        assert again["predictions"] == unseeded["predictions"]  # the seed sent back draws the same text again
+        for seed in (-1, 2**63, "7", True):
+            refused = httpx.post(f"{url}/v1/predict", json={"inputs": ["a"], "parameters": hot | {"seed": seed}})
+            assert refused.status_code == 422 and "seed" in refused.text, seed
 
         invalid = httpx.post(f"{url}/v1/predict", json={"inputs": ["a"], "parameters": {"temperature": -1}})
         assert invalid.status_code == 422 and "temperature" in invalid.text
@@ -377,27 +512,17 @@ def batched(url: str) -> tuple[float, float]:
 
 
 def test_requests_share_a_batch_only_with_the_same_parameters(tmp_path):
-    import asyncio
-
     calls = []
 
-    def predict(texts: list[str], parameters: dict) -> list[dict]:
+    def predict(texts: list[str], parameters: dict, _seeds) -> list[dict]:
         calls.append((texts, parameters))
         return [{"generated": text} for text in texts]
 
     holder = ModelHolder(ServeSettings(model_uri="models:/m@champion"), tmp_path)
     holder.current = LoadedModel("m", "1", "seq2seq", (), predict, tmp_path)
 
-    async def scenario():
-        batcher = Batcher(holder, max_texts=8, max_wait=0.1, observe=lambda _: None)
-        worker = asyncio.create_task(batcher.run())
-        settings = [{"max_new_tokens": 4}, {"max_new_tokens": 8}, {"max_new_tokens": 4}, {}]
-        done = await asyncio.wait_for(asyncio.gather(
-            *(batcher.submit([text], parameters) for text, parameters in zip("abcd", settings))), 30)
-        worker.cancel()
-        batcher.worker.shutdown()
-        return done
-
-    results = asyncio.run(scenario())
+    settings = [{"max_new_tokens": 4}, {"max_new_tokens": 8}, {"max_new_tokens": 4}, {}]
+    results = run_batcher(holder, [([text], parameters) for text, parameters in zip("abcd", settings)],
+                          max_texts=8, max_wait=0.1)
     assert calls == [(["a", "c"], {"max_new_tokens": 4}), (["b"], {"max_new_tokens": 8}), (["d"], {})]
     assert [outputs for _, outputs in results] == [[{"generated": text}] for text in "abcd"]
