@@ -22,4 +22,4 @@ def record_data(ingested: IngestResult, validation: ValidationReport, cleaned: C
     record_ingest(ingested, run_id)
     record_validation(validation, config.data, run_id)
     record_clean(cleaned, run_id)
-    record_split(splits, config.data, config.split, ingested.source, run_id, config.task)
+    record_split(splits, config.split, ingested.source, run_id, config.task)

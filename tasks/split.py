@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import task
@@ -52,7 +53,7 @@ def split_data(
         raise SplitError(f"the test split of {source} has sha256 {result.hashes['test']}, not split.expected_test_hash "
                          f"{config.expected_test_hash}: the data, the cleaning or the split settings differ from the run "
                          "that made that test set")
-    return result
+    return replace(result, checks=report)  # cached with the split: record_split logs it without checking again
 
 
 def _publish_checks(report, run_id: str) -> None:
@@ -60,7 +61,7 @@ def _publish_checks(report, run_id: str) -> None:
     create_markdown_artifact(report.to_markdown(), key="split-checks", description="Labels per split, near-duplicates")
 
 
-def record_split(result: SplitResult, data: DataConfig, config: SplitConfig, source: str, run_id: str,
+def record_split(result: SplitResult, config: SplitConfig, source: str, run_id: str,
                  task: str = "classification") -> None:
     """Sizes, each split's hash and how it was split (lineage), the test and calibration rows, the split checks."""
     registry.log_metrics(run_id, {**{f"rows_{name}": size for name, size in result.sizes().items()},
@@ -82,6 +83,6 @@ def record_split(result: SplitResult, data: DataConfig, config: SplitConfig, sou
             names.append("split_dropped_rows.csv")
         for name in names:
             registry.log_artifact(run_id, Path(folder) / name, "data")
-    _publish_checks(check_splits(result, data.checks, task, config.near_duplicates), run_id)
+    _publish_checks(result.checks, run_id)
     get_run_logger().info("split %s by %s: %s; %d near-duplicate groups kept together, %d rows removed",
                           source, config.strategy, result.sizes(), result.near_duplicate_groups, result.rows_dropped)

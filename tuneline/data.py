@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -79,6 +79,7 @@ class SplitResult:
     strategy: str = "random"
     near_duplicate_groups: int = 0  # groups of near-duplicate texts (2+ rows) the split kept in one split
     regrouped_rows: int = 0  # rows moved to their group's split (swapped with rows of the same label)
+    checks: Any = None  # the split stage's ValidationReport (validation.check_splits), kept for every run to log
 
     def parts(self) -> dict[str, pd.DataFrame]:
         """`{"train": ..., "validation": ..., "test": ...}`, in that order."""

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from prefect import flow
@@ -64,6 +65,9 @@ def test_a_rerun_with_the_same_data_and_settings_is_cached(prefect_harness, stat
     assert run.data.metrics["rows_raw"] == 80
     assert {a.path for a in registry.client().list_artifacts(second["mlflow_run"], "data")} >= {"data/test.csv",
                                                                                                  "data/calibration.csv"}
+    # The split's checks come with the cached split: the run logs them without checking again.
+    checks = registry.client().download_artifacts(second["mlflow_run"], "validation/split_checks.json")
+    assert json.loads(Path(checks).read_text())["success"] is True
 
     # Another split seed: the data stages before it are still valid; the split is computed again.
     reseeded = stage_states(_config(reviews, "split.seed=7"))
