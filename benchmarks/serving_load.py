@@ -2,6 +2,7 @@
 
     python benchmarks/serving_load.py                       # MiniLM classifier registered in a scratch home
     python benchmarks/serving_load.py --model models:/NAME@champion   # a version in your registry
+    python benchmarks/serving_load.py --server-cores 0 --client-cores 1   # the load generator on its own core
 
 One request = one SST-2 dev sentence. For each concurrency level a bounded
 load (--requests, at most --seconds) runs against `tuneline serve` on
@@ -97,7 +98,9 @@ def in_process_predictors(model_uri: str, args) -> dict[str, tuple[int, int, obj
     files = served.folder / "artifacts"
     onnx = next(p for p in (files / "model.int8.onnx", files / "model.onnx") if p.is_file())
     config = yaml.safe_load((served.folder / "MLmodel").read_text())["flavors"]["python_function"]["config"]
-    plain = OnnxClassifier(onnx, files / "hf_model", int(config["max_length"]))  # onnxruntime's defaults
+    # onnxruntime's defaults; but its default thread pool pins a thread to every core of the machine, outside
+    # this process's affinity, so under --server-cores it gets as many threads as it has cores, no more.
+    plain = OnnxClassifier(onnx, files / "hf_model", int(config["max_length"]), cores if args.server_cores else None)
     for batch in sorted({1, 8, 32}):
         predictors[f"plain OnnxClassifier, batches of {batch}"] = (
             batch, 1, lambda texts: plain.predict(texts, len(texts)))
@@ -177,13 +180,15 @@ def run_level(server: subprocess.Popen, port: int, texts: list[str], concurrency
     spec = {"port": port, "texts": texts, "concurrency": concurrency, "requests": args.requests,
             "seconds": args.seconds}
     client = [sys.executable, __file__, "--client"]
+    # --client-cores: the load generator on cores of its own (the server and in-process timings keep the others)
+    pin = (lambda: os.sched_setaffinity(0, args.client_cores)) if args.client_cores else None
     subprocess.run(client, input=json.dumps(spec | {"requests": 2 * concurrency}), text=True, check=True,
-                   capture_output=True)  # warm-up: connections, first batches
+                   capture_output=True, preexec_fn=pin)  # warm-up: connections, first batches
     url = f"http://127.0.0.1:{port}"
     calls, batched = batch_texts(url)
     cpu = process_cpu_seconds(server.pid)
-    result = json.loads(subprocess.run(client, input=json.dumps(spec), text=True, check=True,
-                                       capture_output=True).stdout)  # one process: one core at most
+    result = json.loads(subprocess.run(client, input=json.dumps(spec), text=True, check=True, capture_output=True,
+                                       preexec_fn=pin).stdout)  # one process: one core at most
     server_cpu = process_cpu_seconds(server.pid) - cpu
     calls_after, batched_after = batch_texts(url)
     latencies = sorted(result["latencies"])
@@ -210,6 +215,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per batch (server and "
                                                                   "in-process; default: the server's own)")
     parser.add_argument("--rounds", type=int, default=3, help="times each level runs, interleaved; medians reported")
+    cores = lambda text: {int(core) for core in text.split(",")}  # noqa: E731
+    parser.add_argument("--server-cores", type=cores, help="e.g. 0: the server and the in-process timings run on "
+                                                           "these cores only (Linux affinity)")
+    parser.add_argument("--client-cores", type=cores, help="e.g. 1: the load generator runs on these cores only")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -219,6 +228,8 @@ def main() -> None:
     import pandas as pd
 
     load_before = os.getloadavg()
+    if args.server_cores:  # this process times in-process, and the server inherits the affinity
+        os.sched_setaffinity(0, args.server_cores)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as `tuneline serve` runs: in-process gets it too
     texts = pd.read_csv(args.eval, sep="\t", quoting=3, dtype=str, keep_default_na=False)["sentence"].tolist()
     scratch = Path(tempfile.mkdtemp(prefix="tuneline-serving-bench-"))
@@ -269,7 +280,9 @@ def main() -> None:
           f"{', '.join(f'{v:.2f}' for v in load_before)}, after {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
           f" | {model_uri}")
     print(f"server: one sentence per request, max batch {args.max_batch_size}, max wait {args.max_wait_ms} ms, "
-          f"{args.texts_per_run} texts per onnxruntime call, {next(iter(predictors)).split(', ')[1]}\n")
+          f"{args.texts_per_run} texts per onnxruntime call, {next(iter(predictors)).split(', ')[1]}"
+          + (f"; server and in-process on cores {sorted(args.server_cores)}" if args.server_cores else "")
+          + (f", load generator on cores {sorted(args.client_cores)}" if args.client_cores else "") + "\n")
     print(pd.DataFrame([{"in-process": name, "rows/s": round(rows, 1), "CPU ms/row": round(cpu, 2)}
                         for name, (rows, cpu) in in_process.items()]).to_markdown(index=False))
     print()
