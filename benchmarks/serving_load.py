@@ -211,9 +211,9 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5)
     parser.add_argument("--texts-per-run", type=int, default=4, help="texts per onnxruntime call (server's)")
-    parser.add_argument("--workers", type=int, default=None, help="server's batches at once (default: its own)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per batch (server and "
-                                                                  "in-process; default: the server's own)")
+    parser.add_argument("--workers", type=int, default=None, help="server's model threads (default: its own)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per model thread (server "
+                                                                  "and in-process; default: the server's own)")
     parser.add_argument("--rounds", type=int, default=3, help="times each level runs, interleaved; medians reported")
     cores = lambda text: {int(core) for core in text.split(",")}  # noqa: E731
     parser.add_argument("--server-cores", type=cores, help="e.g. 0: the server and the in-process timings run on "

@@ -10,11 +10,12 @@
 
 Concurrent requests are batched (up to `max_batch_size` texts, waiting at most `max_wait_ms`); generation
 requests only with the same decoding settings (a sampled request's `seed` aside: each row draws from its
-own generator). `workers` batches run at once, each on its own thread with `threads` onnxruntime threads
-(by default one batch per core, one thread each). A classifier runs a batch sorted by length,
-`texts_per_run` texts per onnxruntime call, so short texts are not padded to the longest. With an alias in the URI the server polls the registry and swaps to a
-new version between batches, so a request in flight finishes on the version it started on. Only the
-files serving reads are downloaded (MLmodel, one ONNX model, the tokenizer), not the whole version.
+own generator). The model runs on `workers` threads with `threads` onnxruntime threads each (by default
+one per core, one each). A classifier's batch is sorted by length and cut into pieces of `texts_per_run`
+texts, spread over the threads, so short texts are not padded to the longest. With an alias in the URI
+the server polls the registry and swaps to a new version between batches, so a request in flight finishes
+on the version it started on. Only the files serving reads are downloaded (MLmodel, one ONNX model, the
+tokenizer), not the whole version.
 """
 
 from __future__ import annotations
@@ -149,13 +150,19 @@ def length_pieces(texts: list[str], texts_per_run: int) -> list[list[int]]:
     return [order[start : start + texts_per_run] for start in range(0, len(texts), texts_per_run)]
 
 
-def run_sorted(predict: Callable[[list[str]], list], texts: list[str], texts_per_run: int) -> list:
-    """`predict` over `texts` piece by piece (`length_pieces`); the results come back in the order of `texts`."""
-    results: list = [None] * len(texts)
-    for piece in length_pieces(texts, texts_per_run):
-        for i, result in zip(piece, predict([texts[i] for i in piece])):
+def in_order(pieces: list[list[int]], parts: list[list]) -> list:
+    """The results of every piece (`parts[k]` for the indices `pieces[k]`), back in the order of the indices."""
+    results: list = [None] * sum(map(len, pieces))
+    for piece, part in zip(pieces, parts):
+        for i, result in zip(piece, part):
             results[i] = result
     return results
+
+
+def run_sorted(predict: Callable[[list[str]], list], texts: list[str], texts_per_run: int) -> list:
+    """`predict` over `texts` piece by piece (`length_pieces`); the results come back in the order of `texts`."""
+    pieces = length_pieces(texts, texts_per_run)
+    return in_order(pieces, [predict([texts[i] for i in piece]) for piece in pieces])
 
 
 def load_model(name: str, version: str, threads: int | None = None, scratch: Path | None = None,
@@ -311,13 +318,9 @@ class Batcher:
         pieces = model.pieces(texts) if model.pieces else [list(range(len(texts)))]
         if len(pieces) == 1:
             return await self.call(model, texts, parameters, seeds)
-        parts = await asyncio.gather(*(self.call(model, [texts[i] for i in piece], parameters,
-                                                 [seeds[i] for i in piece] if seeds else None) for piece in pieces))
-        outputs: list = [None] * len(texts)
-        for piece, part in zip(pieces, parts):
-            for i, output in zip(piece, part):
-                outputs[i] = output
-        return outputs
+        return in_order(pieces, await asyncio.gather(*(
+            self.call(model, [texts[i] for i in piece], parameters, [seeds[i] for i in piece] if seeds else None)
+            for piece in pieces)))
 
     async def run(self) -> None:
         """The batcher's work until cancelled: up to `workers` batches at once."""
@@ -576,7 +579,7 @@ def serve(settings: ServeSettings) -> None:
 
     settings.reference()  # a malformed URI fails before anything starts
     # The model threads already run one batch piece per core: the tokenizer's own thread pool on top of them
-    # only adds hand-offs (about 5% more CPU per text, benchmarks/serving_load.py).
+    # only adds hand-offs (3-7% more CPU per text, benchmarks/README.md).
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # loop and http "auto" (the defaults): uvloop and httptools, which the serving requirements install
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",

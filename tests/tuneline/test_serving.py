@@ -127,13 +127,7 @@ def in_process(home: Path, version: str) -> list[tuple[str, float]]:
     # INT8 dynamic quantization takes each activation's range per onnxruntime call, padding included, so a
     # score moves (by ~1e-4) with the texts run beside it: like the server, run the texts shortest first, in
     # pieces of its default texts per call.
-    per_run = ServeSettings.model_fields["texts_per_run"].default
-    order = sorted(range(len(TEXTS)), key=lambda i: len(TEXTS[i]))
-    results = {}
-    for start in range(0, len(order), per_run):
-        piece = order[start : start + per_run]
-        results.update(zip(piece, classifier.predict([TEXTS[i] for i in piece])))
-    return [results[i] for i in range(len(TEXTS))]
+    return run_sorted(classifier.predict, TEXTS, ServeSettings.model_fields["texts_per_run"].default)
 
 
 def test_predictions_equal_in_process_onnxruntime(server, home, monkeypatch):
