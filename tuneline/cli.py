@@ -157,7 +157,7 @@ def serve(
     reload_interval: Annotated[float, typer.Option(help="Seconds between alias checks; 0: never.")] = 30.0,
     workers: Annotated[Optional[int], typer.Option(help="Model threads; default: one per core.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads per model thread; default: cores / workers.")] = None,
-    texts_per_run: Annotated[int, typer.Option(help="Texts per onnxruntime call; a batch runs sorted by length.")] = 4,
+    texts_per_run: Annotated[int, typer.Option(help="Texts per onnxruntime call at most; a batch runs sorted by length.")] = 4,
     access_log: Annotated[bool, typer.Option(help="A log line per request; /metrics counts them either way.")] = False,
 ) -> None:
     """Serve a registered version's ONNX model over HTTP (v1 predict, Open Inference Protocol v2, /metrics)."""

@@ -19,7 +19,8 @@ from tuneline.errors import RegistrationError
 from tuneline.export import export_and_quantize, export_generative_and_quantize
 from tuneline.onnx_classifier import OnnxClassifier
 from tuneline.onnx_generator import OnnxGenerator
-from tuneline.serving import Batcher, LoadedModel, ModelHolder, ServeSettings, files_to_serve, load_model, run_sorted
+from tuneline.serving import (Batcher, LoadedModel, ModelHolder, ServeSettings, files_to_serve, length_pieces, load_model,
+                              run_sorted)
 
 pytestmark = pytest.mark.e2e
 MODEL = "tiny-served"
@@ -302,9 +303,20 @@ def test_run_sorted_runs_short_texts_together_and_keeps_the_order():
         pieces.append(texts)
         return [text.upper() for text in texts]
 
-    texts = ["ccc", "a", "bbbbbb", "dd", "eeeee"]
-    assert run_sorted(shout, texts, 2) == ["CCC", "A", "BBBBBB", "DD", "EEEEE"]
-    assert pieces == [["a", "dd"], ["ccc", "eeeee"], ["bbbbbb"]]
+    texts = ["c" * 30, "a" * 10, "b" * 60, "d" * 12, "e" * 33]
+    assert run_sorted(shout, texts, 2) == [text.upper() for text in texts]
+    assert pieces == [["a" * 10, "d" * 12], ["c" * 30, "e" * 33], ["b" * 60]]
+
+
+def test_a_long_text_runs_alone_rather_than_padding_short_ones():
+    short, long = "x" * 40, "y" * 600
+    # Padded together the three short texts would cost 3 x 560 characters; another call costs 36.
+    assert length_pieces([long, short, short, short], 4) == [[1, 2, 3], [0]]
+    # Texts of like length fill whole pieces: fewer calls beat a little padding.
+    assert length_pieces(["x" * n for n in (41, 40, 44, 43, 42, 45, 46, 47)], 4) == [[1, 0, 4, 3], [2, 5, 6, 7]]
+    # Cuts go where the lengths jump, not every `texts_per_run` texts.
+    assert length_pieces(["x" * n for n in (10, 11, 200, 201, 202, 203)], 4) == [[0, 1], [2, 3, 4, 5]]
+    assert length_pieces([], 4) == []
 
 
 def test_full_batches_go_at_once_and_a_request_given_up_does_not_stop_the_batcher(tmp_path):
