@@ -65,7 +65,7 @@ def signoff_description(version: registry.RegisteredVersion, gate: GateResult, r
     return "\n".join([
         f"## Sign-off: {version.name} version {version.version} vs {against}",
         "",
-        "Test split of this run; both models scored on the same rows.",
+        "Test split of this run, less any rows the champion trained on; both models scored on the same rows.",
         "",
         *table,
         "",
@@ -88,7 +88,8 @@ def await_signoff(version: registry.RegisteredVersion, gate: GateResult, test_me
     from prefect.states import Running
 
     settings = config.promotion.signoff
-    rows = comparison_rows(ModelMetrics(dict(test_metrics)), gate.champion_metrics, config.promotion.primary_metric)
+    candidate = gate.candidate_metrics or ModelMetrics(dict(test_metrics))  # on the rows the champion was scored on
+    rows = comparison_rows(candidate, gate.champion_metrics, config.promotion.primary_metric)
     create_table_artifact(rows, key="signoff-metrics",
                           description=f"{version.name} version {version.version} vs champion {gate.champion_version}")
     form = SignoffForm.with_initial_data(description=signoff_description(version, gate, rows, settings.timeout_seconds))

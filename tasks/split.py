@@ -15,6 +15,7 @@ from tuneline import registry
 from tuneline.config import DataConfig, SplitConfig
 from tuneline.data import SplitResult, content_hash, label_names, split_dataset, split_lineage
 from tuneline.errors import SplitError
+from tuneline.gating import TRAINED_ON_ARTIFACT, trained_on_keys
 from tuneline.validation import check_splits, raise_for_failures
 
 
@@ -73,11 +74,14 @@ def record_split(result: SplitResult, config: SplitConfig, source: str, run_id: 
     registry.set_tags(run_id, tags)
     registry.log_datasets(run_id, result.parts(), source)
     with tempfile.TemporaryDirectory() as folder:
-        # The gate re-scores a champion on exactly these rows, long after this run; a later re-export
-        # (the export flow) calibrates static INT8 on the training rows.
+        # The gate re-scores a champion on exactly these rows, long after this run, and leaves out of a later
+        # candidate's test rows the ones this model trained on; a later re-export (the export flow) calibrates
+        # static INT8 on the training rows.
         result.test[["row", "text", "label"]].to_csv(Path(folder) / "test.csv", index=False)
+        trained_on = trained_on_keys([*result.train["text"], *result.validation["text"]])
+        (Path(folder) / Path(TRAINED_ON_ARTIFACT).name).write_text("".join(f"{key}\n" for key in trained_on))
         result.train[["text"]].head(CALIBRATION_ROWS).to_csv(Path(folder) / "calibration.csv", index=False)
-        names = ["test.csv", "calibration.csv"]
+        names = ["test.csv", Path(TRAINED_ON_ARTIFACT).name, "calibration.csv"]
         if result.dropped is not None:
             result.dropped.to_csv(Path(folder) / "split_dropped_rows.csv", index=False)
             names.append("split_dropped_rows.csv")

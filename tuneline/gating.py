@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,10 +18,14 @@ from tuneline.data import content_hash, regression_targets
 from tuneline.errors import GateError
 from tuneline.evaluation import classification_report, generation_report, regression_report
 from tuneline.promotion import Decision, ModelMetrics, decide, needs_signoff
+from tuneline.text_checks import normalise_text
 
 log = logging.getLogger(__name__)
 
 TEST_SPLIT_ARTIFACT = "data/test.csv"
+# What a run trained on (train and validation rows), as `trained_on_keys`: a later candidate's test rows that a
+# champion saw in training are left out when the two are compared.
+TRAINED_ON_ARTIFACT = "data/trained_on.txt"
 
 
 SIGNOFF_OUTCOMES = ("approved", "rejected", "timed_out")
@@ -38,6 +43,8 @@ class GateResult:
     champion_metrics: ModelMetrics | None
     awaiting_signoff: bool = False  # passed the gate; holds challenger until a person approves (promotion.signoff)
     signoff: str | None = None  # approved, rejected, timed_out or stale once a person was asked
+    # The candidate's metrics on the rows it was compared on: its test split, less the rows the champion trained on
+    candidate_metrics: ModelMetrics | None = None
 
 
 def metrics_from_tags(tags: dict[str, str]) -> ModelMetrics | None:
@@ -80,29 +87,84 @@ def generation_settings(params: dict[str, str]) -> GenerationConfig:
                                for key, value in params.items() if key.startswith("generation.")})
 
 
-def champion_on(model_name: str, task: str, test: pd.DataFrame, max_length: int, batch_size: int,
-                candidate_version: str, generation: GenerationConfig | None = None) -> tuple[str, ModelMetrics] | None:
-    """The champion's metrics on this test split: recorded ones if it was scored on the same rows, else re-evaluated.
+def text_key(text: object) -> str:
+    """Equal for texts equal up to case, punctuation and spacing (what the split's checks treat as one text): 16 hex
+    digits of the SHA-256 of the normalised text."""
+    return hashlib.sha256(normalise_text(text).encode()).hexdigest()[:16]
 
-    None when there is no champion (or the candidate already is it).
-    """
+
+def trained_on_keys(texts) -> list[str]:
+    """The distinct `text_key`s of the rows a model trained on, sorted: what `TRAINED_ON_ARTIFACT` holds."""
+    return sorted({text_key(text) for text in texts})
+
+
+def _trained_on(model_name: str, version) -> set[str] | None:
+    """The keys of the rows a registered version trained on; None for versions logged before they were recorded."""
+    mlflow_client = registry.client()
+    folder = TRAINED_ON_ARTIFACT.rsplit("/", 1)[0]
+    if TRAINED_ON_ARTIFACT not in {item.path for item in mlflow_client.list_artifacts(version.run_id, folder)}:
+        log.warning("%s version %s records no training rows (%s): it is compared on all test rows",
+                    model_name, version.version, TRAINED_ON_ARTIFACT)
+        return None
+    return set(Path(mlflow_client.download_artifacts(version.run_id, TRAINED_ON_ARTIFACT)).read_text().split())
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The champion and the candidate scored on the same rows."""
+
+    champion_version: str
+    champion: ModelMetrics
+    candidate: ModelMetrics
+    note: str | None = None  # why the rows are fewer than the candidate's test split
+
+
+def compare_with_champion(model_name: str, task: str, test: pd.DataFrame, max_length: int, batch_size: int,
+                          candidate_version: str, candidate: ModelMetrics,
+                          generation: GenerationConfig | None = None) -> Comparison | None:
+    """The champion's and the candidate's metrics on the candidate's test split, less the rows the champion trained
+    on: a champion scored on its own training rows would look better than it is. Recorded metrics when the champion
+    was tested on these very rows, else both are scored again. None when there is no champion (or the candidate
+    already is it)."""
     champion = registry.version_by_alias(model_name, registry.CHAMPION)
     if champion is None or str(champion.version) == str(candidate_version):
         return None
-    version, test_hash = str(champion.version), content_hash(test)
+    version = str(champion.version)
     champion_task = champion.tags.get("task", "classification")  # versions from before task types are classifiers
     if champion_task != task:
         raise GateError(f"champion version {version} is a {champion_task} model; the candidate is {task}")
     recorded = metrics_from_tags(champion.tags)
-    if recorded is not None and recorded.test_hash == test_hash:
-        return version, recorded
-    log.info("champion version %s was tested on other rows; re-evaluating it on %d candidate test rows", version, len(test))
-    files = registry.download_version(model_name, version)
+    if recorded is not None and recorded.test_hash == content_hash(test):  # a split its training never saw
+        return Comparison(version, recorded, candidate)
+    seen, note = _trained_on(model_name, champion), None
+    if seen:
+        fresh = test[[text_key(text) not in seen for text in test["text"]]].reset_index(drop=True)
+        if len(fresh) < len(test):
+            note = (f"compared on {len(fresh)} of {len(test)} test rows: champion version {version} trained on the "
+                    f"other {len(test) - len(fresh)}")
+            if fresh.empty:
+                raise GateError(f"champion version {version} trained on all {len(test)} of the candidate's test rows: "
+                                f"there are no rows to compare the two on")
+            test = fresh
+    log.info("champion version %s was tested on other rows; scoring it on %d of the candidate's test rows", version,
+             len(test))
+    test_hash = content_hash(test)
     try:
-        values = score_version(task, files / "hf_model", test, max_length, batch_size, generation)
+        champion_values = score_version(task, registry.download_version(model_name, version) / "hf_model", test,
+                                        max_length, batch_size, generation)
     except GateError as exc:
         raise GateError(f"champion version {version}: {exc}") from None
-    return version, ModelMetrics(values, test_hash)
+    if note:  # the candidate's recorded metrics cover its whole test split: score it on the same rows
+        candidate = ModelMetrics(score_version(task, registry.download_version(model_name, candidate_version)
+                                               / "hf_model", test, max_length, batch_size, generation), test_hash)
+    return Comparison(version, ModelMetrics(champion_values, test_hash), candidate, note)
+
+
+def _decide(comparison: Comparison | None, candidate: ModelMetrics, policy: PromotionConfig) -> Decision:
+    if comparison is None:
+        return decide(candidate, None, policy)
+    decision = decide(comparison.candidate, comparison.champion, policy)
+    return replace(decision, reasons=(comparison.note, *decision.reasons)) if comparison.note else decision
 
 
 def run_gate(model_name: str, version: str, candidate: ModelMetrics, test: pd.DataFrame, policy: PromotionConfig,
@@ -110,11 +172,11 @@ def run_gate(model_name: str, version: str, candidate: ModelMetrics, test: pd.Da
              generation: GenerationConfig | None = None) -> GateResult:
     """Decide, then move the alias: `champion` on promote, `challenger` on hold. The reasons go on the version."""
     try:
-        found = champion_on(model_name, task, test, max_length, batch_size, version, generation)
+        found = compare_with_champion(model_name, task, test, max_length, batch_size, version, candidate, generation)
     except GateError as exc:
         decision, found = Decision(promote=False, reasons=(f"cannot compare with the champion: {exc}",)), None
     else:
-        decision = decide(candidate, found[1] if found else None, policy)
+        decision = _decide(found, candidate, policy)
     pending = needs_signoff(decision, policy.signoff)
     alias = registry.CHAMPION if decision.promote and not pending else registry.CHALLENGER
     reason = ("gate passed, awaiting sign-off: " if pending else "gate: ") + "; ".join(decision.reasons)
@@ -122,7 +184,8 @@ def run_gate(model_name: str, version: str, candidate: ModelMetrics, test: pd.Da
     if pending:
         registry.set_version_tags(model_name, version, {"signoff.status": "pending", "signoff.requested": _now(),
                                                         "signoff.policy": policy.signoff.policy})
-    return GateResult(decision, alias, found[0] if found else None, found[1] if found else None, awaiting_signoff=pending)
+    return GateResult(decision, alias, found.champion_version if found else None, found.champion if found else None,
+                      awaiting_signoff=pending, candidate_metrics=found.candidate if found else None)
 
 
 def apply_signoff(model_name: str, version: str, gate: GateResult, outcome: str, approver: str,
@@ -160,7 +223,7 @@ def apply_signoff(model_name: str, version: str, gate: GateResult, outcome: str,
     decision = Decision(promote=alias == registry.CHAMPION, reasons=(line, *gate.decision.reasons),
                         margin=gate.decision.margin)
     return GateResult(decision, alias, gate.champion_version, gate.champion_metrics, awaiting_signoff=False,
-                      signoff=recorded)
+                      signoff=recorded, candidate_metrics=gate.candidate_metrics)
 
 
 def promote(model_name: str, version: str, policy: PromotionConfig, reason: str, force: bool = False) -> GateResult:
@@ -179,8 +242,8 @@ def promote(model_name: str, version: str, policy: PromotionConfig, reason: str,
     task = target.tags.get("task", "classification")
     generation = generation_settings(run.data.params)
     test = pd.read_csv(mlflow_client.download_artifacts(target.run_id, TEST_SPLIT_ARTIFACT), dtype=str, keep_default_na=False)
-    found = champion_on(model_name, task, test, max_length, batch_size, str(version), generation)
-    decision = decide(candidate, found[1] if found else None, policy)
+    found = compare_with_champion(model_name, task, test, max_length, batch_size, str(version), candidate, generation)
+    decision = _decide(found, candidate, policy)
     if not decision.promote and not force:
         raise GateError(
             f"{model_name} version {version} did not pass the gate:\n  - " + "\n  - ".join(decision.reasons)
@@ -188,4 +251,5 @@ def promote(model_name: str, version: str, policy: PromotionConfig, reason: str,
         )
     note = reason + ("" if decision.promote else " (forced past the gate: " + "; ".join(decision.reasons) + ")")
     registry.move_alias(model_name, registry.CHAMPION, str(version), reason=note)
-    return GateResult(decision, registry.CHAMPION, found[0] if found else None, found[1] if found else None)
+    return GateResult(decision, registry.CHAMPION, found.champion_version if found else None,
+                      found.champion if found else None, candidate_metrics=found.candidate if found else None)

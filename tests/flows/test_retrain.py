@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from tuneline import gating
 from tuneline.cli import app
 from tuneline.config import PromotionConfig, load_config
-from tuneline.data import BUILTIN_SAMPLE, load_dataset
+from tuneline.data import BUILTIN_SAMPLE, content_hash, load_dataset
 from tuneline.errors import DataValidationError, GateError
+from tuneline.promotion import ModelMetrics
 from tuneline.registry import CHALLENGER, CHAMPION, client, download_version, rollback
 from tuneline.training import model_fingerprint, resolve_model_source
 
@@ -105,6 +106,23 @@ def test_retrain_registers_exports_and_aliases(prefect_harness, state, slice_csv
     assert str(client().get_model_version_by_alias(MODEL, CHAMPION).version) == "2"
     gate = Path(client().download_artifacts(third.run_id, "gate.md")).read_text()
     assert "stays challenger (against champion 2)" in gate and "required at least +0.5000" in gate
+    # Another seed puts rows version 2 trained on into this test split: both are compared without them, the
+    # candidate scored again on the rows left.
+    seen = set(Path(client().download_artifacts(v2.run_id, gating.TRAINED_ON_ARTIFACT)).read_text().split())
+    test = pd.read_csv(client().download_artifacts(third.run_id, gating.TEST_SPLIT_ARTIFACT), dtype=str,
+                       keep_default_na=False)
+    fresh = test[[gating.text_key(text) not in seen for text in test["text"]]].reset_index(drop=True)
+    assert 0 < len(fresh) < len(test) == 24
+    assert f"compared on {len(fresh)} of 24 test rows: champion version 2 trained on the other {24 - len(fresh)}" in gate
+    on_fresh = {str(v): gating.score_version("classification", download_version(MODEL, str(v)) / "hf_model", fresh,
+                                             64, 64) for v in (2, 3)}
+    assert f"accuracy {on_fresh['3']['accuracy']:.4f} vs champion {on_fresh['2']['accuracy']:.4f}" in gate
+    # Rows that are all the champion's training rows leave nothing to compare on: the gate says so and holds.
+    data = pd.read_csv(slice_csv).rename(columns={"review": "text", "sentiment": "label"})
+    trained = data[[gating.text_key(text) in seen for text in data["text"]]].head(10).reset_index(drop=True)
+    metrics = ModelMetrics({"accuracy": 1.0, "macro_f1": 1.0}, content_hash(trained))
+    with pytest.raises(GateError, match="champion version 2 trained on all 10 of the candidate's test rows"):
+        gating.compare_with_champion(MODEL, "classification", trained, 64, 64, "3", metrics)
 
     # Rollback restores the previous champion, on the record.
     assert rollback(MODEL, "canary errors") == ("2", "1")
