@@ -133,8 +133,8 @@ def compare_with_champion(model_name: str, task: str, test: pd.DataFrame, max_le
     champion_task = champion.tags.get("task", "classification")  # versions from before task types are classifiers
     if champion_task != task:
         raise GateError(f"champion version {version} is a {champion_task} model; the candidate is {task}")
-    recorded = metrics_from_tags(champion.tags)
-    if recorded is not None and recorded.test_hash == content_hash(test):  # a split its training never saw
+    recorded, test_hash = metrics_from_tags(champion.tags), content_hash(test)
+    if recorded is not None and recorded.test_hash == test_hash:  # a split its training never saw
         return Comparison(version, recorded, candidate)
     seen, note = _trained_on(model_name, champion), None
     if seen:
@@ -145,10 +145,9 @@ def compare_with_champion(model_name: str, task: str, test: pd.DataFrame, max_le
             if fresh.empty:
                 raise GateError(f"champion version {version} trained on all {len(test)} of the candidate's test rows: "
                                 f"there are no rows to compare the two on")
-            test = fresh
+            test, test_hash = fresh, content_hash(fresh)
     log.info("champion version %s was tested on other rows; scoring it on %d of the candidate's test rows", version,
              len(test))
-    test_hash = content_hash(test)
     try:
         champion_values = score_version(task, registry.download_version(model_name, version) / "hf_model", test,
                                         max_length, batch_size, generation)
