@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import inspect
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, get_args, get_origin
 
 import typer
 
@@ -122,7 +123,10 @@ def promote(
 
         policy = load_config(config, overrides or []).promotion
         result = promote_version(name, version, policy, reason, force)
-        typer.echo(result.decision.to_markdown(f"{name} version {version}", result.champion_version))
+        typer.echo(result.decision.to_markdown(f"{name} version {version}", result.champion_version,
+                                               forced=not result.decision.promote))
+        typer.echo(f"\n{name}@champion is now version {version}"
+                   + (f" (was {result.champion_version})" if result.champion_version else ""))
 
 
 @app.command("export")
@@ -144,23 +148,33 @@ def export_version(
                    f"`tuneline promote {name} --version {new_version}`")
 
 
-@app.command()
-def serve(
-    model: Annotated[str, typer.Option(help="models:/NAME@alias (followed as it moves) or models:/NAME/VERSION.")],
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    max_batch_size: Annotated[int, typer.Option(help="Texts run together at most.")] = 32,
-    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits for more requests.")] = 5.0,
-    max_inputs: Annotated[int, typer.Option(help="Texts one request may send.")] = 256,
-    max_text_chars: Annotated[int, typer.Option(help="Longest text accepted.")] = 20_000,
-    over_length: Annotated[str, typer.Option(help="reject or truncate a longer text.")] = "reject",
-    reload_interval: Annotated[float, typer.Option(help="Seconds between alias checks; 0: never.")] = 30.0,
-    workers: Annotated[Optional[int], typer.Option(help="Model threads; default: one per core.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads per model thread; default: cores / workers.")] = None,
-    texts_per_run: Annotated[int, typer.Option(help="Texts per onnxruntime call at most; a batch runs sorted by length.")] = 4,
-    access_log: Annotated[bool, typer.Option(help="A log line per request; /metrics counts them either way.")] = False,
-) -> None:
-    """Serve a registered version's ONNX model over HTTP (v1 predict, Open Inference Protocol v2, /metrics)."""
+# The serve flags are ServeSettings' fields, named after them (these few keep their shorter, older names).
+SERVE_FLAGS = {"model_uri": "--model", "reload_interval_s": "--reload-interval",
+               "request_timeout_s": "--request-timeout"}
+
+
+def _options_from(model, flags: dict[str, str]) -> list[inspect.Parameter]:
+    """Typer options for a pydantic model's fields: the field's name as the flag, its description as the help, its
+    default as the default. Typer gets the plain type; the model checks the value (bounds, choices)."""
+    parameters = []
+    for name, field in model.model_fields.items():
+        annotation, help_text = field.annotation, field.description or ""
+        if get_origin(annotation) is Literal:
+            annotation, help_text = str, f"{help_text} One of: {', '.join(map(str, get_args(annotation)))}."
+        elif type(None) in get_args(annotation):  # `int | None`: empty by default
+            annotation = Optional[next(a for a in get_args(annotation) if a is not type(None))]
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        if annotation is bool:
+            flag = f"{flag}/--no-{flag.removeprefix('--')}"
+        option = typer.Option(flag, help=help_text)
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[annotation, option],
+                                            default=inspect.Parameter.empty if field.is_required() else field.default))
+    return parameters
+
+
+def serve(**values) -> None:
+    """Serve a registered version's ONNX model: v1 predict and the Open Inference Protocol v2 over HTTP (and gRPC
+    with --grpc-port), /metrics."""
     from pydantic import ValidationError
 
     from tuneline.errors import ConfigError
@@ -168,14 +182,25 @@ def serve(
 
     with _plain_errors():
         try:
-            settings = ServeSettings(model_uri=model, host=host, port=port, max_batch_size=max_batch_size,
-                                     max_wait_ms=max_wait_ms, max_inputs=max_inputs, max_text_chars=max_text_chars,
-                                     over_length=over_length, reload_interval_s=reload_interval, workers=workers, threads=threads,
-                                     texts_per_run=texts_per_run, access_log=access_log)
+            settings = ServeSettings(**values)
             settings.reference()
-        except (ValidationError, ValueError) as exc:
+        except ValidationError as exc:
+            problems = "; ".join(f"{SERVE_FLAGS.get(str(e['loc'][0]), '--' + str(e['loc'][0]).replace('_', '-'))}"
+                                 f": {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())
+            raise ConfigError(f"tuneline serve: {problems}") from None
+        except ValueError as exc:
             raise ConfigError(f"tuneline serve: {exc}") from None
         run_server(settings)
+
+
+def _serve_command() -> None:
+    from tuneline.serving.settings import ServeSettings
+
+    serve.__signature__ = inspect.Signature(_options_from(ServeSettings, SERVE_FLAGS))
+    app.command()(serve)
+
+
+_serve_command()
 
 
 @app.command()
@@ -337,6 +362,62 @@ def land(
     else:
         typer.echo(f"{landed.path} is what was last announced for {model} (sha256 {landed.sha256[:12]}): "
                    "nothing announced (--force announces it again)")
+
+
+@app.command()
+def predict(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help=(
+        "A .csv, .tsv, .jsonl or .parquet file, or a folder saved by datasets' save_to_disk."))],
+    output_path: Annotated[Path, typer.Argument(metavar="OUTPUT", help=(
+        "Where to write the input's columns plus the predictions; its suffix (.csv, .tsv, .jsonl, .parquet) "
+        "picks the format. Written to a temporary file beside it, renamed at the end."))],
+    model: Annotated[str, typer.Option(help="models:/NAME@alias or models:/NAME/VERSION.")],
+    text_column: Annotated[str, typer.Option(help="The column of texts to score.")] = "text",
+    chunk_rows: Annotated[int, typer.Option(help="Rows read and scored together (one model call).")] = 1024,
+    runner: Annotated[str, typer.Option(help="local (this process), dask or ray (an existing cluster at --address).")]
+        = "local",
+    address: Annotated[Optional[str], typer.Option(help=(
+        "The cluster: a Dask scheduler (tcp://host:8786) or a Ray address (ray://host:10001). Its workers read "
+        "the registry through their own MLFLOW_TRACKING_URI / TUNELINE_HOME."))] = None,
+    output_prefix: Annotated[str, typer.Option(help=(
+        "Put before the output columns' names (label, score / value / generated), e.g. predicted_; needed when "
+        "INPUT already has such a column."))] = "",
+) -> None:
+    """Score a file with the exported ONNX model `tuneline serve` runs, in chunks, with a progress bar."""
+    import os
+    import signal
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    def terminated(signum, _frame):  # SIGTERM unwinds like Ctrl-C: the temporary file is removed, OUTPUT untouched
+        raise SystemExit(128 + signum)
+
+    bar = Progress("rows", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True))
+    task = bar.add_task("rows", total=None)
+
+    def show(done: int, total: int) -> None:
+        if not bar.live.is_started:  # shown once scoring starts: input refused up front leaves just the error
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar: ours
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        with _plain_errors():
+            from tuneline.batch_predict import predict_file
+
+            try:
+                report = predict_file(model, input_path, output_path, text_column, chunk_rows, runner, address,
+                                      output_prefix, progress=show)
+            finally:
+                bar.stop()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    rows, chunks = (f"{n} {word}{'s' * (n != 1)}" for n, word in ((report.rows, "row"), (report.chunks, "chunk")))
+    typer.echo(f"scored {rows} in {chunks} with {report.model} version {report.version} in {report.seconds:.1f} s: "
+               f"{report.output}")
 
 
 if __name__ == "__main__":

@@ -39,8 +39,10 @@ class Decision:
     def verdict(self) -> str:
         return "promote" if self.promote else "hold"
 
-    def to_markdown(self, candidate: str, champion: str | None) -> str:
-        title = f"### Gate: {candidate} {'-> champion' if self.promote else 'stays challenger'}"
+    def to_markdown(self, candidate: str, champion: str | None, forced: bool = False) -> str:
+        """The decision as Markdown; `forced`: the candidate was made champion past a hold (promote --force)."""
+        outcome = "-> champion" if self.promote else "-> champion, forced past the gate" if forced else "stays challenger"
+        title = f"### Gate: {candidate} {outcome}"
         against = f" (against champion {champion})" if champion else ""
         return "\n".join([title + against, ""] + [f"- {reason}" for reason in self.reasons])
 

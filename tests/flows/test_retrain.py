@@ -135,6 +135,12 @@ def test_retrain_registers_exports_and_aliases(prefect_harness, state, slice_csv
         gating.promote(MODEL, "3", PromotionConfig(min_improvement=0.5), "try")
     listing = CliRunner().invoke(app, ["models", MODEL])
     assert listing.exit_code == 0 and "champion" in listing.output and "challenger" in listing.output
+    # Forced past the gate, the CLI says what it did, not what the gate would have done.
+    forced = CliRunner().invoke(app, ["promote", MODEL, "--version", "3", "--force", "promotion.min_improvement=0.5"])
+    assert forced.exit_code == 0, forced.output
+    assert "-> champion, forced past the gate" in forced.output and "stays challenger" not in forced.output
+    assert f"{MODEL}@champion is now version 3 (was 2)" in forced.output
+    assert str(client().get_model_version_by_alias(MODEL, CHAMPION).version) == "3"
 
 
 def test_parameters_are_the_nested_config_form():

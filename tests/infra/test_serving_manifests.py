@@ -344,7 +344,7 @@ def test_the_server_runs_with_only_the_locked_packages(image_site, tracking_serv
     home, scratch = tmp_path / "cache", tmp_path / "tmp"
     home.mkdir()
     scratch.mkdir()
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TUNELINE_", "MLFLOW_"))} | {
         "PYTHONPATH": str(image_site), "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(home),
         "TUNELINE_HOME": str(home), "TMPDIR": str(scratch), "MLFLOW_TRACKING_URI": tracking_server,
@@ -353,7 +353,7 @@ def test_the_server_runs_with_only_the_locked_packages(image_site, tracking_serv
     launch = "import sys; from tuneline.cli import app; app(sys.argv[1:], prog_name='tuneline')"
     server = subprocess.Popen(
         [sys.executable, "-S", "-c", launch, "serve", "--model", "models:/served@champion",
-         "--host", "127.0.0.1", "--port", str(port), "--threads", "1"],
+         "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port), "--threads", "1"],
         cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -374,6 +374,9 @@ def test_the_server_runs_with_only_the_locked_packages(image_site, tracking_serv
         assert (response.json()["version"], len(response.json()["predictions"])) == ("1", 2)
         assert httpx.get(f"{url}/v2/health/live").status_code == 200
         assert "tuneline_model_version" in httpx.get(f"{url}/metrics").text
+        import tritonclient.grpc as grpcclient  # gRPC runs on the locked grpcio and protobuf too
+
+        assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_model_ready("served")
         # The model went to tempfile's folder, which the Deployment mounts as an emptyDir.
         assert list(scratch.glob("tuneline-serve-*/served-v1-*/artifacts/model.int8.onnx"))
     finally:

@@ -28,9 +28,9 @@ GENERATOR = "tiny-t5"
 TEXTS = ["it works great", "broke after a day", "fine, I guess", "would buy again", "awful support"]
 
 
-@pytest.fixture(scope="module")
-def home(tiny_bert, tmp_path_factory):
-    """A registry holding two versions of a tiny classifier (different weights), champion on version 1."""
+def registered_classifiers(tiny_bert, tmp_path_factory, name: str = MODEL, versions: int = 2) -> Path:
+    """A registry (a new TUNELINE_HOME) holding `versions` versions of a tiny classifier under `name` (different
+    weights), champion on version 1."""
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
@@ -40,7 +40,7 @@ def home(tiny_bert, tmp_path_factory):
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         from tuneline import registry
 
-        for seed in (0, 1):
+        for seed in range(versions):
             folder = tmp_path_factory.mktemp(f"files-{seed}")
             torch.manual_seed(seed)
             model = BertForSequenceClassification.from_pretrained(tiny_bert)
@@ -49,11 +49,17 @@ def home(tiny_bert, tmp_path_factory):
             AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder / "hf_model")
             export_and_quantize(folder / "hf_model", folder, ExportConfig(), 32, TEXTS)
             run_id = registry.start_run("serving", f"v{seed}", {}, "", {})
-            registry.register_model(run_id, MODEL, folder / "hf_model", folder / "model.onnx", folder / "model.int8.onnx",
+            registry.register_model(run_id, name, folder / "hf_model", folder / "model.onnx", folder / "model.int8.onnx",
                                     32, {"task": "classification"}, "# card")
             registry.finish_run(run_id)
-        registry.move_alias(MODEL, registry.CHAMPION, "1", "first")
-        yield home
+        registry.move_alias(name, registry.CHAMPION, "1", "first")
+    return home
+
+
+@pytest.fixture(scope="module")
+def home(tiny_bert, tmp_path_factory):
+    """A registry holding two versions of a tiny classifier (different weights), champion on version 1."""
+    return registered_classifiers(tiny_bert, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -157,13 +163,16 @@ def test_open_inference_protocol_v2_round_trip(server):
 
 
 @pytest.mark.parametrize(("request_kwargs", "status", "message"), [
-    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "json"),
-    ({"json": {"inputs": [1, 2]}}, 422, "string"),
-    ({"json": {"inputs": []}}, 422, "at least 1"),
-    ({"json": {"texts": ["a"]}}, 422, "inputs"),
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not JSON"),
+    ({"content": b"inputs=a", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 400, "not JSON"),
+    ({"json": {"inputs": [1, 2]}}, 400, "string"),
+    ({"json": {"inputs": []}}, 400, "at least 1"),
+    ({"json": {"texts": ["a"]}}, 400, "inputs"),
+    ({"content": b'{"inputs": ["ok", "\\ud800"]}', "headers": {"content-type": "application/json"}}, 400,
+     "input 1 is not valid Unicode text"),
     ({"json": {"inputs": ["a"] * 9}}, 413, "at most 8 per request"),
     ({"json": {"inputs": ["ok", "x" * 201]}}, 413, "inputs [1] are longer than 200"),
-    ({"json": {"inputs": ["ok"], "parameters": {"temperature": 0.5}}}, 422, "parameters apply to generation"),
+    ({"json": {"inputs": ["ok"], "parameters": {"temperature": 0.5}}}, 422, "apply to generation models"),
     ({"content": b"x" * 2_100_000, "headers": {"content-type": "application/json"}}, 413, "over the limit"),
 ])
 def test_bad_input_gets_a_4xx_with_a_message(server, request_kwargs, status, message):
@@ -236,6 +245,8 @@ def test_a_promotion_during_traffic_is_picked_up_with_no_failed_request(server, 
         worker.join()
     assert failures == []
     assert "1" in seen and seen[-1] == "2"
+    log = "".join(path.read_text() for path in home.glob("server-*.log"))  # the swap is logged, with both versions
+    assert f"models:/{MODEL}@champion moved: now serving version 2 (was 1)" in log
     after = httpx.post(f"{server}/v1/predict", json={"inputs": TEXTS}).json()["predictions"]
     assert [p["label"] for p in after] == [label for label, _ in in_process(home, "2")]
     registry.move_alias(MODEL, registry.CHAMPION, "1", "back")  # leave the module's state as found
@@ -335,7 +346,7 @@ def test_full_batches_go_at_once_and_a_request_given_up_does_not_stop_the_batche
     async def scenario():
         batcher = Batcher(holder, max_texts=3, max_wait=60, observe=lambda _: None)
         worker = asyncio.create_task(batcher.run())
-        requests = [asyncio.create_task(batcher.submit([f"t{i}"])) for i in range(9)]
+        requests = [asyncio.create_task(batcher.submit([f"t{i}"])) for i in range(10)]
         await asyncio.sleep(0)  # every request is queued
         requests[1].cancel()  # its client went away
         done = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 30)  # far below max_wait
@@ -344,10 +355,11 @@ def test_full_batches_go_at_once_and_a_request_given_up_does_not_stop_the_batche
         return done
 
     results = asyncio.run(scenario())
-    assert calls == [["t0", "t1", "t2"], ["t3", "t4", "t5"], ["t6", "t7", "t8"]]
+    # The request given up before its batch went is not run: the batch takes the next request in its place.
+    assert calls == [["t0", "t2", "t3"], ["t4", "t5", "t6"], ["t7", "t8", "t9"]]
     assert isinstance(results[1], asyncio.CancelledError)
     served = [result[1] for i, result in enumerate(results) if i != 1]
-    assert served == [[{"echo": f"t{i}"}] for i in range(9) if i != 1]
+    assert served == [[{"echo": f"t{i}"}] for i in range(10) if i != 1]
 
 
 
@@ -532,3 +544,94 @@ def test_requests_share_a_batch_only_with_the_same_parameters(tmp_path):
                           max_texts=8, max_wait=0.1)
     assert calls == [(["a", "c"], {"max_new_tokens": 4}), (["b"], {"max_new_tokens": 8}), (["d"], {})]
     assert [outputs for _, outputs in results] == [[{"generated": text}] for text in "abcd"]
+
+
+def settle(holder: ModelHolder, submit, **settings) -> tuple[list, object]:
+    """Run `submit(batcher)` (a coroutine that submits requests) against a running Batcher; its results, with
+    the exceptions of requests that failed, and the batcher."""
+    import asyncio
+
+    async def scenario():
+        batcher = Batcher(holder, observe=lambda _: None, **settings)
+        worker = asyncio.create_task(batcher.run())
+        done = await asyncio.wait_for(submit(batcher), 30)
+        worker.cancel()
+        batcher.executor.shutdown()
+        return done, batcher
+
+    return asyncio.run(scenario())
+
+
+def echo_holder(tmp_path, predict) -> ModelHolder:
+    holder = ModelHolder(ServeSettings(model_uri="models:/m@champion"), tmp_path)
+    holder.current = LoadedModel("m", "1", "classification", (), predict, tmp_path)
+    return holder
+
+
+def test_a_request_that_fails_in_a_batch_fails_alone_naming_its_input(tmp_path):
+    import asyncio
+
+    from tuneline.serving.errors import BadRequest
+
+    def predict(texts: list[str], _parameters, _seeds) -> list[dict]:
+        if any(text.startswith("poison") for text in texts):
+            raise RuntimeError("the tokenizer cannot read it")
+        return [{"echo": text} for text in texts]
+
+    async def submit(batcher):
+        requests = [(["a"],), (["b", "c", "poison!"],), (["d"],), (["poison?"],)]
+        return await asyncio.gather(*(batcher.submit(*request) for request in requests), return_exceptions=True)
+
+    # One batch holds all four requests; it fails, each runs alone, and only the poisoned ones fail.
+    results, _ = settle(echo_holder(tmp_path, predict), submit, max_texts=8, max_wait=0.2)
+    assert [r[1] for r in (results[0], results[2])] == [[{"echo": "a"}], [{"echo": "d"}]]
+    assert isinstance(results[1], BadRequest) and "1 of the request's inputs (input 2: RuntimeError" in str(results[1])
+    assert isinstance(results[3], BadRequest) and "input 0: RuntimeError" in str(results[3])
+
+
+def test_a_large_request_queues_a_chunk_at_a_time_so_later_requests_get_their_turn(tmp_path):
+    import asyncio
+
+    calls = []
+
+    def predict(texts: list[str], _parameters, _seeds) -> list[dict]:
+        calls.append(list(texts))
+        time.sleep(0.02)
+        return [{"echo": text} for text in texts]
+
+    async def submit(batcher):
+        large = asyncio.create_task(batcher.submit([f"b{i}" for i in range(6)]))
+        small = asyncio.create_task(batcher.submit(["s"]))  # arrives while the large one's first chunk waits
+        return await asyncio.gather(large, small)
+
+    (large, small), batcher = settle(echo_holder(tmp_path, predict), submit, max_texts=2, max_wait=0, workers=1)
+    assert calls == [["b0", "b1"], ["s"], ["b2", "b3"], ["b4", "b5"]]  # not behind all six
+    assert large[1] == [{"echo": f"b{i}"} for i in range(6)] and small[1] == [{"echo": "s"}]
+    assert (batcher.size, batcher.waiting) == (0, 0)
+
+
+def test_past_its_deadline_a_request_is_refused_and_never_run(tmp_path):
+    import asyncio
+
+    from tuneline.serving.errors import DeadlineExceeded, Overloaded
+
+    calls = []
+
+    def predict(texts: list[str], _parameters, _seeds) -> list[dict]:
+        calls.append(list(texts))
+        time.sleep(0.3)
+        return [{"echo": text} for text in texts]
+
+    async def submit(batcher):
+        first = asyncio.create_task(batcher.submit(["slow"]))
+        await asyncio.sleep(0)
+        late = asyncio.create_task(batcher.submit(["late", "too"], timeout=0.05))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="max_queue_texts=3"):  # "slow" and "late, too" fill the queue
+            await batcher.submit(["one more", "and another"])
+        return await asyncio.gather(first, late, return_exceptions=True)
+
+    (first, late), batcher = settle(echo_holder(tmp_path, predict), submit, max_texts=1, max_wait=0, workers=1,
+                                    max_queue=3)
+    assert first[1] == [{"echo": "slow"}] and isinstance(late, DeadlineExceeded)
+    assert calls == [["slow"]] and batcher.shed == 1 and (batcher.size, batcher.waiting) == (0, 0)
