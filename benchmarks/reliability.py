@@ -41,6 +41,9 @@ FAULT_TESTS = [
     "tests/reliability/test_service_faults.py",  # MLflow restarted or gone, Prefect gone, 5xx vs 4xx
     "tests/reliability/test_idempotent_registration.py",  # register / export retried or raced
     "tests/reliability/test_caching.py::test_the_cache_survives_a_restart",
+    # a read-only or full state folder, two runs on one folder, kill -9 of the parent alone (processes left: 0),
+    # the dead run closed by the next and its scratch folder gone (leftover folders: 0), clean typed failures
+    "tests/reliability/test_state_folder.py",
     "tests/tuneline/test_training.py::test_out_of_memory_halves_the_micro_batch_and_keeps_the_optimisation",
     "tests/tuneline/test_training.py::test_a_batch_that_cannot_fit_on_the_gpu_trains_through_the_fallback",  # CUDA only
     "tests/tuneline/test_distributed.py::test_out_of_memory_in_a_worker_relaunches_all_of_them_with_half_the_micro_batch",

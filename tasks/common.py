@@ -25,10 +25,19 @@ def retry_if_transient(task, task_run, state) -> bool:
     return False
 
 
+def note_stage(task, _task_run, _state) -> None:
+    """Prefect hook: the run's record on the state folder names the stage it is in, so that if the process dies
+    here, the next run marks its MLflow run KILLED "during <stage>" (tuneline.runs)."""
+    from tuneline.runs import note_stage as record
+
+    record(task.name)
+
+
 # Three retries 2, 4 and 8 s apart (each ±50%, so runs that failed together do not retry together): long enough
 # to ride out a server restart, short enough that a run that cannot go on says so within a minute.
 RETRIES: dict[str, Any] = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-                               retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)
+                               retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient,
+                               on_running=[note_stage])
 
 # Stages that train, export or write to the registry are never cached: their inputs are run-scoped.
 TRANSIENT_RETRIES: dict[str, Any] = dict(**RETRIES, cache_policy=NO_CACHE)

@@ -33,11 +33,13 @@ def close_superseded_run(old_run_id: str, run_id: str) -> None:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         return  # deleted, or tracked on another server: nothing to close
-    if old.info.status == "RUNNING":
+    if old.info.status == "RUNNING":  # with a Prefect server: no run on the state folder closed it (tuneline.runs)
         registry.set_tags(old_run_id, {"superseded_by": run_id,
                                        "error": f"its process stopped while training; run {run_id} resumed from its "
                                                 "checkpoints"})
         registry.client().set_terminated(old_run_id, status="KILLED")
+    elif old.info.status == "KILLED":  # closed by this run's start, which named the stage it died in
+        registry.set_tags(old_run_id, {"superseded_by": run_id})
 
 
 @task(name="fine-tune", **TRANSIENT_RETRIES)

@@ -25,8 +25,24 @@ def _plain_errors() -> Iterator[None]:
     try:
         yield
     except TunelineError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        log = getattr(exc, "log_path", None)
+        typer.secho(f"error: {exc}" + (f"\n(the full log, with tracebacks: {log})" if log else ""), err=True,
+                    fg=typer.colors.RED)
         raise typer.Exit(1) from None
+
+
+@contextmanager
+def _flow_run(command: str) -> Iterator[None]:
+    """A flow run from the command line: checked, alone on its state folder, watched (tuneline.runs), logged to
+    `<state>/logs/`; a typed error ends it with its message and where that log is, not a traceback."""
+    from tuneline.runs import captured_logs, log_file, run_guard
+
+    with run_guard(command) as home, captured_logs(log_file(home, command)) as log:
+        try:
+            yield
+        except TunelineError as exc:
+            exc.log_path = log
+            raise
 
 
 def _named_prefect_answers() -> None:
@@ -74,7 +90,7 @@ def retrain(config: ConfigOption = None, overrides: Overrides = None) -> None:
         _named_prefect_answers()
         from flows.retrain import retrain as retrain_flow  # imports Prefect: only when a flow runs
 
-        with _prefect_server_lost():
+        with _flow_run("retrain"), _prefect_server_lost():
             retrain_flow(config=resolved)
 
 
@@ -95,7 +111,7 @@ def tune(
         _named_prefect_answers()
         from flows.tune import tune as tune_flow
 
-        with _prefect_server_lost():
+        with _flow_run("tune"), _prefect_server_lost():
             summary = tune_flow(config=resolved)
         typer.echo(f"best trial {summary.best_trial}: validation {summary.metric} {summary.best_value:.4f}; "
                    f"preset {summary.preset_path} (tuneline retrain --config {summary.preset_path})")
@@ -142,7 +158,7 @@ def export_version(
         _named_prefect_answers()
         from flows.export import export as export_flow
 
-        with _prefect_server_lost():
+        with _flow_run("export"), _prefect_server_lost():
             new_version = export_flow(name=name, version=version, settings=settings)
         typer.echo(f"{name} version {new_version}: re-exported from {version}; promote it with "
                    f"`tuneline promote {name} --version {new_version}`")

@@ -130,6 +130,9 @@ def start_run(experiment: str, run_name: str, params: dict[str, Any], config_yam
         mlflow_client = client()
         run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tags)
         run_id = run.info.run_id
+    from tuneline.runs import note_mlflow_run
+
+    note_mlflow_run(run_id)  # if this process dies with the run open, the next run on the state folder closes it
     with reaching_server("logging the run's config", run_id):
         # MLflow caps a param value at 6000 characters; a long label list is still logged whole in config.yaml.
         mlflow_client.log_batch(

@@ -52,8 +52,11 @@ def configure_environment() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
-        # The embedded server's first start (migrations, cold imports) can pass Prefect's 20 s on a 2-core box.
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        # The embedded server's first start (migrations, cold imports) can pass Prefect's 20 s on a 2-core box, and
+        # 120 s on a loaded one (seen: healthy runs failed). The causes a long wait would hide (a read-only or full
+        # state folder) are refused by tuneline.runs.preflight in a second, before the server starts.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                              os.environ.get("TUNELINE_PREFECT_STARTUP_TIMEOUT_S", "600"))
     # Telemetry inserts race the ephemeral server's SQLite and fill the logs with lock errors.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Our library logs through `logging`; this makes those lines task logs in the Prefect UI.
