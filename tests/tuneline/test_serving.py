@@ -399,10 +399,12 @@ def test_a_batch_runs_in_pieces_on_every_model_thread_at_once(tmp_path):
 def test_a_batch_goes_before_max_wait_once_it_can_feed_every_free_thread(tmp_path):
     import asyncio
 
-    calls = []
+    calls, release = [], threading.Event()
 
     def predict(texts: list[str], _parameters, _seeds) -> list[dict]:
         calls.append(list(texts))
+        if texts == ["busy"]:
+            release.wait(10)  # one model thread stays busy; the other is free
         return [{"echo": text} for text in texts]
 
     holder = ModelHolder(ServeSettings(model_uri="models:/m@champion"), tmp_path)
@@ -412,17 +414,22 @@ def test_a_batch_goes_before_max_wait_once_it_can_feed_every_free_thread(tmp_pat
     async def scenario():
         batcher = Batcher(holder, max_texts=32, max_wait=60, observe=lambda _: None, workers=2, ready=4)
         worker = asyncio.create_task(batcher.run())
+        busy = asyncio.create_task(batcher.submit(["busy"]))
+        await asyncio.sleep(0.3)
+        alone = list(calls)  # an idle model does not wait for company: max_wait is a minute
         first = [asyncio.create_task(batcher.submit([f"t{i}"])) for i in range(3)]
         await asyncio.sleep(0.3)
-        waited = list(calls)  # 3 texts: fewer than `ready`, so they wait (max_wait is a minute)
+        waited = list(calls)  # 3 texts: fewer than `ready` while a thread is busy, so they wait
         fourth = batcher.submit(["t3"])
         done = await asyncio.wait_for(asyncio.gather(*first, fourth), 10)  # far below max_wait
+        release.set()
+        await busy
         worker.cancel()
         batcher.executor.shutdown()
-        return waited, done
+        return alone, waited, done
 
-    waited, done = asyncio.run(scenario())
-    assert waited == [] and calls == [["t0", "t1", "t2", "t3"]]
+    alone, waited, done = asyncio.run(scenario())
+    assert alone == waited == [["busy"]] and calls == [["busy"], ["t0", "t1", "t2", "t3"]]
     assert [outputs for _, outputs in done] == [[{"echo": f"t{i}"}] for i in range(4)]
 
 
