@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from tuneline.batch_predict import PredictionReport, predict_file, score_on_worker
 from tuneline.cli import app
-from tuneline.config import ExportConfig
 from tuneline.errors import ConfigError, DataLoadError, DataValidationError, RegistrationError
-from tuneline.export import export_and_quantize
 from tuneline.settings import PROJECT_ROOT
+
+from tests.tuneline.test_serving import registered_classifiers
 
 pytestmark = pytest.mark.e2e
 MODEL = "tuneline-classifier"  # the name the README's commands use
@@ -42,24 +42,11 @@ def reviews(n: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def home(tiny_bert, tmp_path_factory):
-    """A registry holding a tiny classifier as version 1 of MODEL, champion."""
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
-    home = tmp_path_factory.mktemp("predict-home")
+    """A registry holding a tiny classifier as version 1 of MODEL, champion; this module's tests use it."""
+    home = registered_classifiers(tiny_bert, tmp_path_factory, MODEL, versions=1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNELINE_HOME", str(home))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        from tuneline import registry
-
-        folder = tmp_path_factory.mktemp("predict-files")
-        BertForSequenceClassification.from_pretrained(tiny_bert).save_pretrained(folder / "hf_model")
-        AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder / "hf_model")
-        export_and_quantize(folder / "hf_model", folder, ExportConfig(), 32, list(reviews(8).text))
-        run_id = registry.start_run("predict", "v1", {}, "", {})
-        registry.register_model(run_id, MODEL, folder / "hf_model", folder / "model.onnx", folder / "model.int8.onnx",
-                                32, {"task": "classification"}, "# card")
-        registry.finish_run(run_id)
-        registry.move_alias(MODEL, registry.CHAMPION, "1", "first")
         yield home
 
 
