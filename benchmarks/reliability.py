@@ -5,8 +5,9 @@
 
 Bad inputs: every case of tests/reliability/bad_inputs.py (a broken file written from good reviews)
 goes through the real retrain flow (embedded Prefect and MLflow, the built-in MiniLM). A case counts as
-caught when the flow stops with the case's typed error, the message names the file and holds the
-case's fragments (line, rows, values), and the run carries the stage's report. Versions left behind
+caught when the flow stops with the case's typed error, the message names the file, holds the
+case's fragments (line, rows, values) and names the setting that governs the check where one does
+(`key=value`: the one override), and the run carries the stage's report. Versions left behind
 are counted in the registry afterwards: the store is shared by every case, so one leak shows.
 
 Faults: the fault-injection tests (FAULT_TESTS) each inject one fault into a real run (SIGKILL
@@ -66,8 +67,13 @@ def run_corpus() -> list[dict]:
     for folder in (corpus_store, champion_store, data):
         folder.mkdir()
     started = time.perf_counter()
-    with use_store(champion_store):  # the drift case compares with a champion trained on good reviews
-        retrain(config=load_config(overrides=run_overrides(write_champion_data(data), base_model, "champion")))
+    with use_store(champion_store):  # the drift cases compare with a champion trained on good reviews
+        summary = retrain(config=load_config(overrides=run_overrides(write_champion_data(data), base_model, "champion")))
+        if summary.alias != registry.CHAMPION:
+            # Two training steps need not beat the promotion floor's baselines; the drift cases need a reference
+            # champion, not a promotion decision, so the benchmark gives the alias itself.
+            registry.client().set_registered_model_alias(CHAMPION_MODEL, registry.CHAMPION, summary.version)
+            print(f"the gate held the champion's first version ({summary.alias}); alias set by the benchmark")
     print(f"champion trained in {time.perf_counter() - started:.0f} s", flush=True)
     rows = []
     for case in CASES:
@@ -88,9 +94,11 @@ def run_corpus() -> list[dict]:
                     error = exc
             message = str(error or "")
             clear = (isinstance(error, case.error) and str(written.path) in message
-                     and all(fragment in message for fragment in case.fragments))
+                     and all(fragment in message for fragment in case.fragments)
+                     and (case.setting is None or case.setting in message))
         rows.append({"case": case.name, "stage": case.stage, "error": type(error).__name__ if error else "none (passed)",
-                     "clear": clear, "seconds": seconds})
+                     "clear": clear, "setting": case.setting is not None and case.setting in message,
+                     "seconds": seconds})
         print(f"  {case.name:32s} {rows[-1]['error']:20s} {'clear' if clear else 'NOT CLEAR'}  {seconds:.1f} s", flush=True)
     with use_store(corpus_store):
         left = len(registry.client().search_model_versions("name='corpus'"))
@@ -125,9 +133,12 @@ def main() -> None:
     corpus = run_corpus()
     caught = sum(row["clear"] for row in corpus)
     by_stage = {stage: sum(1 for row in corpus if row["stage"] == stage) for stage in ("ingest", "validate", "drift")}
-    print(f"\n| bad inputs tried | caught with a clear typed error | registered versions left behind |\n|---|---|---|\n"
+    named = sum(row["setting"] for row in corpus)
+    print(f"\n| bad inputs tried | caught with a clear typed error | message names the governing setting | "
+          f"accepted (passed) | registered versions left behind |\n|---|---|---|---|---|\n"
           f"| {len(corpus)} (ingest {by_stage['ingest']}, validate {by_stage['validate']}, drift {by_stage['drift']}) "
-          f"| {caught} | {corpus[0]['versions_left'] if corpus else 0} |")
+          f"| {caught} | {named} | {sum(row['error'] == 'none (passed)' for row in corpus)} "
+          f"| {corpus[0]['versions_left'] if corpus else 0} |")
     print(f"mean {sum(r['seconds'] for r in corpus) / max(1, len(corpus)):.1f} s per failed flow run")
     if args.corpus:
         return

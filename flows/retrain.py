@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 
 from tasks.clean import clean_data
 from tasks.drift import check_drift
-from tasks.evaluate import evaluate_generation, evaluate_model, evaluate_regression
+from tasks.evaluate import evaluate_generation, evaluate_model, evaluate_regression, measure_baselines
 from tasks.export import compare_exported, export_model, triton_repository
 from tasks.ingest import ingest_data
 from tasks.promote import await_signoff, gate_and_promote
@@ -72,6 +72,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
         trained = fine_tune_model(splits, config.train, config.task, work_dir, run_id)
         torch_report = evaluate_for_task(trained, splits, config, work_dir, run_id)
         test_metrics = {name: value for name, value in torch_report.metrics().items() if name in TEST_METRICS[config.task]}
+        baselines = measure_baselines(splits, config.task, trained.model_dir, run_id)  # the gate's floor
         exported = export_model(trained.model_dir, list(splits.validation["text"]), list(splits.train["text"]),
                                 config.export, config.task, config.train.max_length, work_dir, run_id)
         variants = compare_exported(trained.model_dir, splits.test, splits.labels, exported, config.export, config.task,
@@ -80,7 +81,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
         version = register_version(config, ingested, validation, cleaned, splits, trained, test_metrics, exported,
                                    variants, run_id, triton=triton,
                                    classification=torch_report if config.task == "classification" else None)
-        gate = gate_and_promote(version, splits, test_metrics, config)
+        gate = gate_and_promote(version, splits, test_metrics, config, baselines)
         if gate.awaiting_signoff:  # promotion.signoff: the flow pauses here until a person approves or rejects
             gate = await_signoff(version, gate, test_metrics, config)
     except BaseException as error:

@@ -10,10 +10,11 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
-from tuneline.config import EvaluationConfig, GenerationConfig
+from tuneline.config import GENERATIVE_TASKS, EvaluationConfig, GenerationConfig
 from tuneline.data import SplitResult
 from tuneline.data import regression_targets
 from tuneline.evaluation import (
+    Baselines,
     ClassificationReport,
     GenerationReport,
     RegressionReport,
@@ -22,6 +23,8 @@ from tuneline.evaluation import (
     plot_confusion_matrix,
     plot_predicted_vs_true,
     regression_report,
+    row_scores,
+    score_baselines,
     sliced_generation_metrics,
     sliced_metrics,
     sliced_regression_metrics,
@@ -29,6 +32,7 @@ from tuneline.evaluation import (
     worst_generation_examples,
     worst_regression_examples,
 )
+from tuneline.gating import BASELINES_ARTIFACT, ROW_SCORES_ARTIFACT
 from tuneline.generation import generate, lowercases
 from tuneline.training import TrainResult, predict_proba
 
@@ -45,6 +49,25 @@ def publish_tables(worst: pd.DataFrame, worst_by: str, slices: pd.DataFrame, sli
                           description=f"Test {sliced} per slice (input length, and data.slice_column)")
 
 
+def log_row_scores(scores: dict[str, tuple[float, ...]], test: pd.DataFrame, work_dir: Path, run_id: str) -> None:
+    """The model's per-row test scores, in the split's row order: what a later candidate's paired test reads."""
+    folder, name = ROW_SCORES_ARTIFACT.rsplit("/", 1)
+    rows = test["row"].to_numpy() if "row" in test.columns else range(len(test))
+    pd.DataFrame({"row": rows, **scores}).to_csv(work_dir / name, index=False)
+    registry.log_artifact(run_id, work_dir / name, folder)
+
+
+@task(name="score-baselines", **TRANSIENT_RETRIES)
+def measure_baselines(splits: SplitResult, task_type: str, model_dir: Path, run_id: str) -> Baselines:
+    """The gate's floor: trivial baselines fitted on the train split, scored on the test split, recorded with the run."""
+    lowercase = lowercases(model_dir) if task_type in GENERATIVE_TASKS else False  # scored as the model's outputs are
+    baselines = score_baselines(task_type, splits.train, splits.test, splits.labels, lowercase, splits.hashes["test"])
+    registry.log_json(run_id, baselines.to_dict(), BASELINES_ARTIFACT)
+    registry.log_metrics(run_id, {f"baseline_{b.name.replace('-', '_').replace(' ', '_')}_{metric}": value
+                                  for b in baselines.all() for metric, value in b.metrics.items()})
+    return baselines
+
+
 @task(name="evaluate", **TRANSIENT_RETRIES)
 def evaluate_model(
     trained: TrainResult, splits: SplitResult, config: EvaluationConfig, max_length: int, batch_size: int,
@@ -55,6 +78,7 @@ def evaluate_model(
     probabilities = predict_proba(trained.model_dir, list(test["text"]), max_length, batch_size, trained.device)
     report = classification_report(list(test["label"]), probabilities, splits.labels)
     registry.log_metrics(run_id, report.metrics("test_"))
+    log_row_scores(row_scores("classification", probabilities, list(test["label"]), splits.labels), test, work_dir, run_id)
     registry.log_json(run_id, report.__dict__, "evaluation/torch_report.json")
     registry.log_artifact(run_id, plot_confusion_matrix(report, work_dir / "confusion_matrix.png"), "evaluation")
     publish_tables(worst_examples(test, probabilities, splits.labels, config.worst_examples), "the highest loss",
@@ -80,6 +104,7 @@ def evaluate_regression(
     targets = regression_targets(test)
     report = regression_report(targets, predictions)
     registry.log_metrics(run_id, report.metrics("test_"))
+    log_row_scores(row_scores("regression", predictions, list(targets)), test, work_dir, run_id)
     registry.log_json(run_id, report.__dict__, "evaluation/torch_report.json")
     registry.log_artifact(run_id, plot_predicted_vs_true(targets, predictions, work_dir / "predicted_vs_true.png"),
                           "evaluation")
@@ -100,6 +125,7 @@ def evaluate_generation(
     lowercase = lowercases(trained.model_dir)
     report = generation_report(list(test["label"]), outputs, lowercase)
     registry.log_metrics(run_id, report.metrics("test_"))
+    log_row_scores(row_scores(trained.task, outputs, list(test["label"]), (), lowercase), test, work_dir, run_id)
     registry.log_json(run_id, report.__dict__, "evaluation/torch_report.json")
     publish_tables(worst_generation_examples(test, outputs, config.worst_examples, lowercase), "the lowest ROUGE-L",
                    sliced_generation_metrics(test, outputs, config.slice_column, lowercase), "BLEU and ROUGE-L",

@@ -61,7 +61,9 @@ def compare_exported(model_dir: Path, test: pd.DataFrame, labels: tuple[str, ...
     create_table_artifact(table, key="export-variants",
                           description=f"Each exported variant on {len(test)} test rows, measured on this machine "
                                       f"(latency: one row; rows/s: batches of {batch_size}, tokenization included)")
-    check_quantized(task_type, variants, config.max_accuracy_drop, exported.quantization)  # raises before registration
+    # Raises before registration; the paired test's line (test, rows, discordant counts, p-value) goes on record
+    line = check_quantized(task_type, variants, config.max_accuracy_drop, exported.quantization, config.significance)
+    registry.set_tags(run_id, {"int8.check": line})
     return tuple(variants)
 
 

@@ -10,7 +10,6 @@ Two events, on purpose distinct:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from prefect.logging import get_run_logger
 from tasks.common import data_stage_cache
 from tuneline import registry
 from tuneline.config import DataConfig
-from tuneline.data import IngestResult, load_dataset, resolve_data_path
+from tuneline.data import IngestResult, file_hash, load_dataset, missing_path_problem, resolve_data_path
 from tuneline.errors import DataLoadError
 from tuneline.settings import answering_prefect_api
 
@@ -45,19 +44,21 @@ def _ingest_key(parameters: dict) -> str | None:
         return None
     if not path.exists():
         return None
-    read = config.model_dump_json(include={"path", "format", "text_column", "label_column"})
-    return f"{file_sha256(path)}|{read}|{parameters.get('task', 'classification')}"
+    read = config.model_dump_json(include={"path", "format", "text_column", "label_column", "labels", "normalize_labels"})
+    return f"{file_hash(path)}|{read}|{parameters.get('task', 'classification')}"
 
 
 @task(name="ingest", **data_stage_cache(_ingest_key))
 def ingest_data(config: DataConfig, run_id: str, task: str = "classification") -> IngestResult:
-    """Load the configured file into the canonical frame (labels as the task reads them) and hash it.
+    """Load the configured file into the canonical frame (labels as the task reads them, respelt under
+    data.normalize_labels) and hash it (`file_hash`, the hash `tuneline land` announces).
 
-    Cached on the file's SHA-256 and the read settings; `record_ingest` logs it to each run. A file that
+    Cached on that hash and the read settings; `record_ingest` logs it to each run. A file that
     cannot be read leaves an ingest report (`record_ingest_failure`) before the `DataLoadError` stops the flow.
     """
     try:
-        return load_dataset(config.path, config.text_column, config.label_column, config.format, task)
+        return load_dataset(config.path, config.text_column, config.label_column, config.format, task,
+                            normalize_labels=config.normalize_labels, labels=config.labels)
     except DataLoadError as error:  # never cached: report it here, where the flow stops
         record_ingest_failure(config, error, run_id)
         raise
@@ -66,8 +67,11 @@ def ingest_data(config: DataConfig, run_id: str, task: str = "classification") -
 def record_ingest(result: IngestResult, run_id: str) -> None:
     """What a run read, in its MLflow run, the task log and a `tuneline.data.ingested` event."""
     registry.set_tags(run_id, {"data.source": result.source, "data.hash": result.content_hash})
-    registry.log_metrics(run_id, {"rows_raw": result.rows})
+    registry.log_metrics(run_id, {"rows_raw": result.rows, "rows_relabelled": result.rows_relabelled})
     get_run_logger().info("read %d rows from %s (sha256 %s)", result.rows, result.source, result.content_hash[:12])
+    if result.relabelled:
+        get_run_logger().info("data.normalize_labels=true rewrote the label of %d rows: %s", result.rows_relabelled,
+                              ", ".join(f"{old!r} -> {new!r}" for old, new in result.relabelled.items()))
     # Prefect relates the event to this flow and task run by itself.
     emit_event(DATA_INGESTED, resource={
         "prefect.resource.id": f"tuneline.data.{result.content_hash}",
@@ -126,19 +130,6 @@ class LandedData:
     announced: bool
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in name order)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if file != path:
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def last_landed_sha256(model_name: str) -> str | None:
     """The content hash of the last `tuneline.data.landed` event the Prefect server holds for this model."""
     from prefect.client.orchestration import get_client
@@ -164,10 +155,11 @@ def announce_landed_data(path: Path, model_name: str, force: bool = False) -> La
     from prefect.settings import PREFECT_API_URL
 
     answering_prefect_api(PREFECT_API_URL.value())
-    path = path.expanduser().resolve()
+    path = path.expanduser().absolute()  # not resolve(): a symbolic link loop must be named, not raise
     if not path.exists():
-        raise DataLoadError(f"{path} does not exist: nothing to announce")
-    sha256 = file_sha256(path)
+        raise DataLoadError(f"{missing_path_problem(path)}: nothing to announce")
+    path = path.resolve()
+    sha256 = file_hash(path)  # the run it starts records the same hash as data.hash
     previous = last_landed_sha256(model_name)
     if previous == sha256 and not force:
         return LandedData(path, sha256, previous, announced=False)

@@ -20,17 +20,21 @@ from tasks.common import TRANSIENT_RETRIES
 from tuneline import registry
 from tuneline.config import RetrainConfig
 from tuneline.data import SplitResult
-from tuneline.gating import GateResult, apply_signoff, run_gate
-from tuneline.promotion import ModelMetrics, comparison_rows
+from tuneline.evaluation import Baselines
+from tuneline.gating import GateResult, apply_signoff, recorded_rows, run_gate
+from tuneline.promotion import ModelMetrics, comparison_rows, markdown_table
 
 
 @task(name="gate-and-promote", **TRANSIENT_RETRIES)
 def gate_and_promote(version: registry.RegisteredVersion, splits: SplitResult, test_metrics: dict[str, float],
-                     config: RetrainConfig) -> GateResult:
-    """Compare the candidate with the champion on the candidate's test split; move the alias; record why."""
-    candidate = ModelMetrics(dict(test_metrics), test_hash=splits.hashes["test"])
+                     config: RetrainConfig, baselines: Baselines | None = None) -> GateResult:
+    """Hold the candidate to the floor (`baselines`, else those its run recorded) and compare it with the champion
+    on its test split (a paired test on the per-row scores evaluate recorded); move the alias; record why."""
+    candidate = ModelMetrics(dict(test_metrics), test_hash=splits.hashes["test"],
+                             per_row=recorded_rows(version.run_id, len(splits.test)))
     result = run_gate(version.name, version.version, candidate, splits.test, config.promotion,
-                      config.train.max_length, config.train.eval_batch_size, config.task, config.generation)
+                      config.train.max_length, config.train.eval_batch_size, config.task, config.generation,
+                      baselines)
     markdown = result.decision.to_markdown(f"{version.name} version {version.version}", result.champion_version)
     if result.awaiting_signoff:
         markdown += f"\n\nPassed the gate; waits as challenger for a sign-off (promotion.signoff.policy={config.promotion.signoff.policy})."
@@ -39,7 +43,8 @@ def gate_and_promote(version: registry.RegisteredVersion, splits: SplitResult, t
                                        "gate.margin": "" if result.decision.margin is None else f"{result.decision.margin:.6f}",
                                        "signoff.status": "pending" if result.awaiting_signoff else "not asked"})
     registry.client().log_text(version.run_id, markdown, "gate.md")
-    create_markdown_artifact(markdown, key="promotion-gate", description="Candidate vs champion")
+    create_markdown_artifact(markdown, key="promotion-gate",
+                             description="The floor (trivial baselines) and candidate vs champion, with the reasons")
     get_run_logger().info("%s version %s is now %s%s", version.name, version.version, result.alias,
                           " (awaiting sign-off)" if result.awaiting_signoff else "")
     return result
@@ -58,14 +63,13 @@ class SignoffForm(RunInput):
 def signoff_description(version: registry.RegisteredVersion, gate: GateResult, rows: list[dict[str, object]],
                         timeout_seconds: int) -> str:
     """The markdown a person reads before approving: the metrics table and the gate's reasons."""
-    columns = ["metric", "candidate", "champion", "change", "better"]
-    table = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
-    table += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    table = markdown_table(rows)
     against = f"champion version {gate.champion_version}" if gate.champion_version else "no champion yet"
     return "\n".join([
         f"## Sign-off: {version.name} version {version.version} vs {against}",
         "",
-        "Test split of this run, less any rows the champion trained on; both models scored on the same rows.",
+        "Test split of this run, less any rows the champion trained on; both models scored on the same rows. "
+        "Baselines: trivial models scored on this run's whole test split (the floor).",
         "",
         *table,
         "",
@@ -89,7 +93,8 @@ def await_signoff(version: registry.RegisteredVersion, gate: GateResult, test_me
 
     settings = config.promotion.signoff
     candidate = gate.candidate_metrics or ModelMetrics(dict(test_metrics))  # on the rows the champion was scored on
-    rows = comparison_rows(candidate, gate.champion_metrics, config.promotion.primary_metric)
+    rows = list(gate.decision.table) or comparison_rows(candidate, gate.champion_metrics,
+                                                        config.promotion.primary_metric, gate.baselines)
     create_table_artifact(rows, key="signoff-metrics",
                           description=f"{version.name} version {version.version} vs champion {gate.champion_version}")
     form = SignoffForm.with_initial_data(description=signoff_description(version, gate, rows, settings.timeout_seconds))

@@ -46,7 +46,7 @@ def split_data(
         near_duplicate_threshold=config.near_duplicate_threshold, near_duplicate_ngram=config.near_duplicate_ngram,
         source=source,
     )
-    report = check_splits(result, data.checks, task, config.near_duplicates)
+    report = check_splits(result, data.checks, task, config.near_duplicates, config)
     if not report.success:
         _publish_checks(report, run_id)
         raise_for_failures(report, source)

@@ -56,7 +56,7 @@ def validate_data(ingested: IngestResult, config: DataConfig, run_id: str, task:
     allowed = list(label_names(ingested.frame, config.labels)) if task == "classification" else None
     tokenizer = load_tokenizer(train.base_model) if train is not None else None
     report = validate_frame(ingested.frame, config.expectation_suite, allowed, task, config.checks,
-                            train.max_length if train is not None else None, tokenizer, split)
+                            train.max_length if train is not None else None, tokenizer, split, data=config)
     if not report.success:  # a failure is never cached: publish it here, where the flow stops
         record_validation(report, config, run_id)
         raise_for_failures(report, ingested.source)

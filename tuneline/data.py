@@ -2,20 +2,24 @@
 
 Every frame that leaves `load_dataset` has the columns `row` (the row's
 position in the source, for error messages), `text` and `label` (both str),
-plus whatever other columns the source had. What `label` holds depends on the
-task: a class name (classification), a number written as text (regression,
-canonicalised at ingest), or the target text to generate (seq2seq, causal_lm).
+plus whatever other columns the source had (its own `row`, and a `text` or
+`label` column beside the mapped ones, as `source_row`, `source_text`,
+`source_label`). What `label` holds depends on the task: a class name
+(classification), a number written as text (regression, canonicalised at
+ingest), or the target text to generate (seq2seq, causal_lm).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import html
 import logging
 import math
+import os
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, get_args
@@ -25,7 +29,14 @@ import pandas as pd
 
 from tuneline.config import GENERATIVE_TASKS, Task
 from tuneline.errors import ConfigError, DataLoadError, DataValidationError, SplitError
-from tuneline.text_checks import PII_KINDS, find_near_duplicates, mask_pii, pairs_across
+from tuneline.text_checks import (
+    PII_KINDS,
+    duplicate_keys,
+    find_near_duplicates,
+    label_respellings,
+    mask_pii,
+    pairs_across,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +60,11 @@ def check_task(task: str) -> str:
 class IngestResult:
     frame: pd.DataFrame
     source: str
-    content_hash: str
+    content_hash: str  # `file_hash` of the source: what `tuneline land` announces and `sha256sum` prints for a file
     rows: int
+    # data.normalize_labels: each spelling rewritten -> the label kept, and how many rows were rewritten
+    relabelled: dict[str, str] = field(default_factory=dict)
+    rows_relabelled: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,18 @@ def resolve_data_path(path: str) -> Path:
     return Path(path).expanduser()
 
 
+def missing_path_problem(path: Path) -> str:
+    """Why a path that `exists()` calls missing cannot be read: a symbolic link loop, a link to nothing, or nothing."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symbolic link loop (following its links leads back to one of them): point it at the data"
+        if path.is_symlink():
+            return f"{path} is a symbolic link to {os.readlink(path)}, which does not exist"
+    return f"{path} does not exist"
+
+
 def _detect_format(path: Path) -> str:
     if path.is_dir():
         return "datasets"
@@ -130,7 +156,9 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
     if fmt == "tsv":
         return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""], dtype=str, quoting=3)
     if fmt == "jsonl":
-        return pd.read_json(path, lines=True, dtype=False)
+        # utf-8-sig: a byte-order mark (Notepad and PowerShell write one) is not part of the first object.
+        with path.open(encoding="utf-8-sig") as handle:
+            return pd.read_json(handle, lines=True, dtype=False)
     if fmt == "parquet":
         return pd.read_parquet(path)
     if fmt == "datasets":
@@ -210,7 +238,7 @@ def _jsonl_problem(path: Path) -> str | None:
     """The first line of a JSON Lines file that is not a JSON object, said with its number; None if there is none."""
     import json
 
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -297,7 +325,12 @@ def _missing_columns_hint(path: Path, fmt: str, columns: list, wanted: list[str]
             return " The file is an HTML/XML page (an error or login page saved instead of the data?)."
     close = {w: difflib.get_close_matches(w, [str(c) for c in columns], n=1, cutoff=0.6) for w in wanted}
     guesses = ", ".join(f"{c[0]!r} for {w!r}" for w, c in close.items() if c)
-    return f" Did you mean {guesses}?" if guesses else ""
+    if guesses:
+        return f" Did you mean {guesses}?"
+    if any(len(str(c).split()) >= 4 for c in columns):  # a sentence is a row of data, not a column name
+        return (" The first line reads like a row of data, not a header: the file has no header line. Add one "
+                "naming the columns (e.g. text,label) as the first line.")
+    return ""
 
 
 def _columns(frame: pd.DataFrame, limit: int = 20) -> str:
@@ -362,8 +395,27 @@ def _typed_column(values: pd.Series, column: str, role: str, task: str, path: Pa
     return values
 
 
+def file_hash(path: Path) -> str:
+    """The content hash of a data file: SHA-256 of its bytes (what `sha256sum` prints), or for a folder (a saved
+    `datasets` dataset) of its files' relative names and bytes, in name order.
+
+    The one hash of a data file: `tuneline land` announces it, ingest caches on it and records it as the run's
+    and the version's `data.hash`, and the new-data trigger's event carries it.
+    """
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def content_hash(frame: pd.DataFrame) -> str:
-    """SHA-256 of the text and label columns, row order included: same data, same hash."""
+    """SHA-256 of a frame's text and label columns, row order included: the same rows, the same hash, whatever file
+    format they came from (each split's `data.hash.<split>`; the gate re-reads a test split and checks it)."""
     digest = hashlib.sha256()
     for text, label in zip(frame["text"], frame["label"]):
         digest.update(f"{text}\x1f{label}\x1e".encode())
@@ -393,12 +445,16 @@ def canonical_number(value: str | None) -> str | None:
 
 
 def load_dataset(
-    path: str, text_column: str, label_column: str, fmt: str = "auto", task: str = "classification"
+    path: str, text_column: str, label_column: str, fmt: str = "auto", task: str = "classification", *,
+    normalize_labels: bool = False, labels: list[str] | None = None,
 ) -> IngestResult:
-    """Read labelled text into the canonical frame and hash its content.
+    """Read labelled text into the canonical frame and hash the file (`file_hash`).
 
     For `regression` the numeric labels are canonicalised (`canonical_number`);
-    labels that are not numbers are kept for validation to name. Raises
+    labels that are not numbers are kept for validation to name. For `classification` with
+    `normalize_labels` (data.normalize_labels), labels spelt several ways (`positive`, ` POSITIVE `,
+    or `1`, `1.0`) become one: the spelling `labels` (data.labels) lists, else the most frequent
+    (`tuneline.text_checks.label_respellings`); the result says what it rewrote. Raises
     `DataLoadError` naming the file and what is wrong with it, where the reader can tell on which
     line: empty, not UTF-8 (or not text at all), a broken row, a missing or doubled column, no
     data rows, or (Parquet, JSON Lines, datasets) a column of the wrong type.
@@ -406,7 +462,7 @@ def load_dataset(
     check_task(task)
     resolved = resolve_data_path(path)
     if not resolved.exists():
-        raise DataLoadError(f"data file {resolved} does not exist (data.path={path!r})")
+        raise DataLoadError(f"data file {missing_path_problem(resolved)} (data.path={path!r})")
     fmt = _detect_format(resolved) if fmt == "auto" else fmt
     if fmt in TEXT_FORMATS:
         _check_text_file(resolved, fmt)
@@ -420,7 +476,11 @@ def load_dataset(
     if fmt not in ("csv", "tsv"):  # typed formats: a number where text belongs is a mapping mistake, not a text
         for role, column in (("text_column", text_column), ("label_column", label_column)):
             raw[column] = _typed_column(raw[column], column, role, task, resolved)
-    frame = raw.rename(columns={text_column: "text", label_column: "label"})
+    # A column named like a canonical one but not mapped to it (a `text` column beside data.text_column=review)
+    # keeps its values under another name, or the frame would hold two `text` columns.
+    unmapped = {name: f"source_{name}" for name in ("text", "label") if name in raw.columns
+                and name not in (text_column, label_column)}
+    frame = raw.rename(columns={**unmapped, text_column: "text", label_column: "label"})
     if "row" in frame.columns:  # our row number takes the name; keep the user's column beside it
         frame = frame.rename(columns={"row": "source_row"})
     frame.insert(0, "row", range(len(frame)))
@@ -429,8 +489,17 @@ def load_dataset(
     frame["label"] = frame["label"].map(_as_text)
     if task == "regression":
         frame["label"] = frame["label"].map(canonical_number)
+    relabelled, rows_relabelled = {}, 0
+    if task == "classification" and normalize_labels:
+        relabelled = label_respellings(frame["label"], labels or ())
+        if relabelled:
+            rows_relabelled = int(frame["label"].isin(list(relabelled)).sum())
+            frame["label"] = frame["label"].map(lambda label: relabelled.get(label, label))
+            log.info("data.normalize_labels=true: %d rows relabelled (%s)", rows_relabelled,
+                     ", ".join(f"{old!r} -> {new!r}" for old, new in list(relabelled.items())[:EXAMPLE_ROWS]))
     frame = frame.reset_index(drop=True)
-    return IngestResult(frame=frame, source=str(resolved), content_hash=content_hash(frame), rows=len(frame))
+    return IngestResult(frame=frame, source=str(resolved), content_hash=file_hash(resolved), rows=len(frame),
+                        relabelled=relabelled, rows_relabelled=rows_relabelled)
 
 
 _TAG = re.compile(r"<[^>]{0,200}>")
@@ -490,11 +559,14 @@ def clean_dataset(frame: pd.DataFrame, task: str = "classification", pii: str = 
     With `pii="mask"`, emails, phone numbers, card numbers and IP addresses (`pii_kinds`) are
     replaced by placeholders (`[EMAIL]`...) in the input, and in the target of generation tasks,
     before duplicates are looked for.
-    What counts as a duplicate follows the task:
+    What counts as a duplicate follows the task, "the same text" being what the repeated-rows
+    check counts (`tuneline.text_checks.duplicate_key`: equal after cleaning up to case,
+    punctuation and spacing), so cleaning drops every row that check counts:
     - classification: the same text (first row's label kept; the reason names a conflicting label);
     - regression: the same text; the first row keeps the mean of the group's labels;
-    - seq2seq, causal_lm: the same text *and* target. One input with several different
-      targets is multi-reference data and stays; `split_dataset` keeps such rows together.
+    - seq2seq, causal_lm: the same text *and* target (the target up to case, punctuation and
+      spacing). One input with several different targets is multi-reference data and stays;
+      `split_dataset` keeps such rows together.
     Targets (`label`) are never rewritten for generation tasks (PII masking aside): they are what the
     model must learn to write, spacing, case and newlines included; rows with an empty target
     are dropped. Dropped rows are returned with a `reason`, never discarded silently.
@@ -522,13 +594,16 @@ def clean_dataset(frame: pd.DataFrame, task: str = "classification", pii: str = 
         no_target = _is_empty(cleaned["label"]) & ~empty
         reasons[no_target] = "empty target"
         empty = empty | no_target
-    keys = ["text", "label"] if task in GENERATIVE_TASKS else ["text"]
+    # The key of the text as it now is (masked too): masking can only make more rows the same, never fewer.
+    key = pd.Series(duplicate_keys(list(cleaned["text"]), list(cleaned["label"]) if task in GENERATIVE_TASKS else None),
+                    index=frame.index)
     candidates = cleaned[~empty]
-    duplicate = candidates.duplicated(subset=keys, keep="first").reindex(frame.index, fill_value=False)
-    first_row = candidates.groupby(keys, sort=False)["row"].transform("first").reindex(frame.index)
+    by_key = candidates.groupby(key[~empty], sort=False)
+    duplicate = key[~empty].duplicated(keep="first").reindex(frame.index, fill_value=False)
+    first_row = by_key["row"].transform("first").reindex(frame.index)
     reasons[duplicate] = "duplicate of row " + first_row[duplicate].astype(int).astype(str)
     if task == "classification":
-        first_label = candidates.groupby("text", sort=False)["label"].transform("first").reindex(frame.index)
+        first_label = by_key["label"].transform("first").reindex(frame.index)
         conflict = duplicate & (cleaned["label"] != first_label)
         reasons[conflict] = [f"{reason} with label {label!r}; row {first}'s label {kept!r} kept"
                              for reason, label, first, kept in zip(reasons[conflict], cleaned.loc[conflict, "label"],
@@ -536,7 +611,7 @@ def clean_dataset(frame: pd.DataFrame, task: str = "classification", pii: str = 
     elif task == "regression":
         # Several scores for one text (several annotators, say) estimate one value: the first row keeps their mean.
         values = pd.Series(regression_targets(candidates), index=candidates.index)
-        by_text = values.groupby(candidates["text"], sort=False)
+        by_text = values.groupby(key[~empty], sort=False)
         varies = (by_text.transform("nunique") > 1).reindex(frame.index, fill_value=False)
         keeper = varies & ~duplicate
         cleaned.loc[keeper, "label"] = by_text.transform("mean")[keeper[keeper].index].map(lambda v: repr(float(v)))
@@ -704,7 +779,7 @@ def _split_at_random(frame, labels, fractions, seed, stratify, task, near) -> tu
     needed = max(3, int(1 / smallest + 0.999))  # rows per stratum for each split to get at least one
     # The unit of the shuffle: a row, or for generation tasks a distinct input with all its references.
     if task in GENERATIVE_TASKS:
-        unit_of_row = pd.factorize(frame["text"], sort=False)[0]
+        unit_of_row = pd.factorize(pd.Series(duplicate_keys(list(frame["text"]))), sort=False)[0]
         if unit_of_row.max() + 1 < 3:
             raise SplitError(f"need at least 3 distinct texts to split into train/validation/test, got {unit_of_row.max() + 1}")
     else:
@@ -718,7 +793,9 @@ def _split_at_random(frame, labels, fractions, seed, stratify, task, near) -> tu
             raise SplitError(
                 f"stratified split needs at least {needed} rows per label for fractions "
                 f"{train_fraction}/{validation_fraction}/{test_fraction}; these labels have fewer: {too_few}. "
-                "Add data, merge rare labels, or set split.stratify=false."
+                "Add data, merge rare labels, or set split.stratify=false. Setting: split.stratify=true, "
+                f"split.train_fraction={train_fraction}, split.validation_fraction={validation_fraction}, "
+                f"split.test_fraction={test_fraction}"
             )
         strata = frame["label"].to_numpy(dtype=object)
     elif task == "regression" and stratify:
@@ -838,7 +915,7 @@ def _split_by_group(frame, group_column, fractions, seed, stratify, task, near, 
     if near is not None:
         keys.append(near.groups)
     if task in GENERATIVE_TASKS:
-        keys.append(pd.factorize(frame["text"])[0])  # the references of one input stay together
+        keys.append(pd.factorize(pd.Series(duplicate_keys(list(frame["text"]))))[0])  # one input's references together
     unit_of_row = _components(frame, keys)
     units = unit_of_row.max() + 1
     if units < 3:
@@ -948,7 +1025,10 @@ def target_bins(values: np.ndarray, min_rows: int) -> np.ndarray | None:
 
 
 def check_disjoint(splits: SplitResult) -> None:
-    """Raise `SplitError` if any text appears in two splits (it would leak the test set)."""
+    """Raise `SplitError` if any text appears in two splits (it would leak the test set).
+
+    Exact texts: copies that differ in case, punctuation or markup (`duplicate_key`) never reach the split in
+    the flow, since cleaning drops them, and under split.near_duplicates=group the split keeps them together."""
     parts = splits.parts()
     names = list(parts)
     for i, a in enumerate(names):
@@ -965,7 +1045,8 @@ def check_no_near_duplicates(splits: SplitResult, threshold: float, ngram: int) 
     if crossing:
         examples = "; ".join(f"{c['split']} row {c['row']} {c['text']!r} ~ {c['other_split']} row {c['other_row']} "
                              f"{c['other_text']!r} ({c['similarity']:.2f})" for c in crossing[:3])
-        raise SplitError(f"{len(crossing)} near-duplicate rows (similarity >= {threshold}) cross splits, e.g. {examples}")
+        raise SplitError(f"{len(crossing)} near-duplicate rows (similarity >= {threshold}) cross splits, e.g. {examples}. "
+                         f"Setting: split.near_duplicate_threshold={threshold}, split.near_duplicate_ngram={ngram}")
 
 
 def split_lineage(splits: SplitResult, config) -> dict[str, str]:

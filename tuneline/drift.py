@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tuneline.errors import DataDriftError
-from tuneline.validation import EXAMPLE_ROWS, ExpectationOutcome, ValidationReport
+from tuneline.validation import EXAMPLE_ROWS, ExpectationOutcome, ValidationReport, setting_value
 
 if TYPE_CHECKING:
     from tuneline.config import DriftConfig
@@ -120,16 +120,22 @@ def _label_outcome(reference: dict, current: dict, config: DriftConfig) -> tuple
         observed_value=f"total variation distance {distance:.3f} (allowed {config.max_label_shift}, p={p_value:.2g})",
         example_rows=tuple({"label": labels[i], "reference_share": round(float(shares[0, i]), 3),
                             "batch_share": round(float(shares[1, i]), 3)} for i in moved if change[i]),
-        note="label shares vs the reference (data.drift.max_label_shift)"), distance
+        note="label shares vs the reference",
+        setting=_named(config, "max_label_shift", "significance")), distance
+
+
+def _named(config: DriftConfig, *fields: str) -> str:
+    """The data.drift settings a measure is judged by, as `key=value` overrides."""
+    return ", ".join(f"data.drift.{name}={setting_value(getattr(config, name))}" for name in fields)
 
 
 def _ks_outcome(reference: list[float], current: list[float], bound: float, config: DriftConfig, expectation: str,
-                column: str, unit: str, note: str) -> tuple[ExpectationOutcome, float]:
+                column: str, unit: str, note: str, setting: str) -> tuple[ExpectationOutcome, float]:
     from scipy.stats import ks_2samp
 
     if not reference or not current:
         return ExpectationOutcome(expectation=expectation, column=column, success=True,
-                                  observed_value="nothing to compare (an empty sample)", note=note), 0.0
+                                  observed_value="nothing to compare (an empty sample)", note=note, setting=setting), 0.0
     result = ks_2samp(reference, current)
     statistic, p_value = float(result.statistic), float(result.pvalue)
     quantiles = [(name, q) for name, q in (("p10", 10), ("median", 50), ("p90", 90))]
@@ -140,7 +146,7 @@ def _ks_outcome(reference: list[float], current: list[float], bound: float, conf
         expectation=expectation, column=column, success=not failed, example_rows=examples if failed else (),
         observed_value=f"KS statistic {statistic:.3f} (allowed {bound}, p={p_value:.2g}); median {unit} "
                        f"{examples[1]['reference']:g} -> {examples[1]['batch']:g}",
-        note=note), statistic
+        note=note, setting=setting), statistic
 
 
 def _vocabulary_outcome(reference: dict, current: dict, config: DriftConfig) -> tuple[ExpectationOutcome, float]:
@@ -155,7 +161,8 @@ def _vocabulary_outcome(reference: dict, current: dict, config: DriftConfig) -> 
         observed_value=f"{overlap:.1%} of the batch's word occurrences are known words (at least "
                        f"{config.min_vocabulary_overlap:.0%})",
         example_rows=tuple({"new_word": w, "occurrences": int(n)} for n, w in new[:EXAMPLE_ROWS]),
-        note=f"words in the reference's {len(known)} most frequent (data.drift.min_vocabulary_overlap)"), overlap
+        note=f"words in the reference's {len(known)} most frequent",
+        setting=_named(config, "min_vocabulary_overlap")), overlap
 
 
 def compare(reference: dict[str, Any], current: dict[str, Any], config: DriftConfig,
@@ -173,12 +180,13 @@ def compare(reference: dict[str, Any], current: dict[str, Any], config: DriftCon
         outcome, measures["drift_target_ks"] = _ks_outcome(
             reference["target_sample"], current["target_sample"], config.max_label_shift, config,
             "expect_target_shift_to_be_at_most", "label", "target",
-            "the target's distribution vs the reference (data.drift.max_label_shift, as a KS statistic)")
+            "the target's distribution vs the reference (max_label_shift as a KS statistic)",
+            _named(config, "max_label_shift", "significance"))
         outcomes.append(outcome)
     outcome, measures["drift_length_ks"] = _ks_outcome(
         reference["length_sample"], current["length_sample"], config.max_length_ks, config,
         "expect_text_length_shift_to_be_at_most", "text", "characters",
-        "text lengths in characters vs the reference (data.drift.max_length_ks)")
+        "text lengths in characters vs the reference", _named(config, "max_length_ks", "significance"))
     outcomes.append(outcome)
     outcome, measures["drift_vocabulary_overlap"] = _vocabulary_outcome(reference, current, config)
     outcomes.append(outcome)
@@ -198,6 +206,6 @@ def raise_for_drift(report: DriftReport, source: str) -> None:
              f"{report.evaluated} measures:"]
     lines += [f"  - {failure.describe()}" for failure in report.failures]
     lines.append("Nothing was trained or registered. If the change is real (a new product line, a new season), "
-                 "compare with data of its kind (data.drift.reference=<file>), loosen the bound that failed, or set "
-                 "data.drift.enabled=false for this run.")
+                 "compare with data of its kind (data.drift.reference=<file>), loosen the setting named on the line "
+                 "that failed, or set data.drift.enabled=false for this run.")
     raise DataDriftError("\n".join(lines), failures=[f.__dict__ for f in report.failures])

@@ -380,3 +380,177 @@ def sliced_generation_metrics(frame: pd.DataFrame, predictions: list[str], colum
             rows.append({"slice": name, "value": value, "rows": report.rows, "bleu": round(report.bleu, 2),
                          "rougeL": round(report.rouge_l, 2)})
     return pd.DataFrame(rows)
+
+
+# Per-row scores and paired tests ------------------------------------------------------------------------------------
+
+# The per-row series a metric's paired test runs on: correctness for classification (McNemar), per-row errors for
+# regression and sentence-level scores for generation (Wilcoxon signed-rank). R² ranks models on the same rows as
+# MSE does, so both use squared errors; BLEU and ROUGE use their sentence-level scores (0-100).
+PAIRED_SERIES = {"accuracy": "correct", "macro_f1": "correct", "mse": "squared_error", "r2": "squared_error",
+                 "mae": "absolute_error", "bleu": "bleu", "rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL"}
+LOWER_SERIES = frozenset({"squared_error", "absolute_error"})  # lower is better; higher for the others
+
+
+def row_scores(task: str, outputs, targets: list, labels: tuple[str, ...] = (),
+               lowercase: bool = False) -> dict[str, tuple[float, ...]]:
+    """Per-row scores of one model on the test rows, in row order: what its paired tests compare.
+
+    `outputs`: class probabilities or logits (classification), predictions (regression), generated texts.
+    classification: `correct` (1.0 / 0.0); regression: `squared_error`, `absolute_error`;
+    generation: sentence `bleu` (sacrebleu) and `rouge1` / `rouge2` / `rougeL` F-measures (rouge-score), 0-100.
+    """
+    if task == "classification":
+        label_ids = {name: i for i, name in enumerate(labels)}
+        truth = np.array([label_ids[name] for name in targets])
+        predicted = np.asarray(outputs).argmax(axis=1)
+        return {"correct": tuple(float(v) for v in predicted == truth)}
+    if task == "regression":
+        truth, predicted = _as_pairs(targets, outputs)
+        return {"squared_error": tuple(float(v) for v in (predicted - truth) ** 2),
+                "absolute_error": tuple(float(v) for v in np.abs(predicted - truth))}
+    import sacrebleu
+
+    references, predictions = _normalized_pairs(list(targets), list(outputs), lowercase)
+    scorer = _scorer()
+    scores = [scorer.score(r, p) for r, p in zip(references, predictions)]
+    out = {"bleu": tuple(float(sacrebleu.sentence_bleu(p, [r]).score) for r, p in zip(references, predictions))}
+    return out | {name: tuple(100 * float(s[name].fmeasure) for s in scores) for name in ("rouge1", "rouge2", "rougeL")}
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two models compared row by row on the same rows: is the second one's difference more than chance?"""
+
+    test: str  # "McNemar's exact test" or "Wilcoxon signed-rank test"
+    series: str  # the per-row series compared (`PAIRED_SERIES`)
+    rows: int  # rows compared
+    worse: int  # rows the second model does worse on (classification: right only in the first)
+    better: int  # rows the second model does better on (classification: right only in the second)
+    p_value: float  # two-sided
+
+    def significant(self, level: float) -> bool:
+        """Whether the difference is significant at `level` (p <= level; a level of 1 makes every difference so)."""
+        return self.p_value <= level
+
+    def describe(self, first: str, second: str) -> str:
+        """One line naming the test, the rows, the discordant counts and the p-value."""
+        if self.series == "correct":
+            counts = f"{self.worse} right only in {first}, {self.better} right only in {second}"
+        else:
+            counts = f"{second} worse on {self.worse}, better on {self.better} (per-row {self.series})"
+        return f"{self.test} on {self.rows} paired rows: {counts}, p={self.p_value:.3g}"
+
+
+def paired_test(series: str, first, second) -> PairedTest:
+    """Compare `second` with `first` on the same rows (per-row scores of `series`, same order).
+
+    `correct`: McNemar's exact test on the discordant rows (scipy's binomial test of the rows right only in
+    one model; the same p-value as statsmodels' `mcnemar(..., exact=True)`). Other series: the Wilcoxon
+    signed-rank test of the per-row differences (scipy), rows with no difference left out.
+    """
+    from scipy.stats import binomtest, wilcoxon
+
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if first.shape != second.shape or first.ndim != 1:
+        raise ValueError(f"a paired test needs the same rows for both models: got {len(first)} and {len(second)}")
+    gain = (first - second) if series in LOWER_SERIES else (second - first)  # positive: the second is better
+    worse, better = int((gain < 0).sum()), int((gain > 0).sum())
+    if series == "correct":
+        p_value = float(binomtest(worse, worse + better, 0.5).pvalue) if worse + better else 1.0
+        return PairedTest("McNemar's exact test", series, len(first), worse, better, p_value)
+    p_value = float(wilcoxon(second, first).pvalue) if worse + better else 1.0
+    return PairedTest("Wilcoxon signed-rank test", series, len(first), worse, better, p_value)
+
+
+# Trivial baselines ---------------------------------------------------------------------------------------------------
+
+# Bag-of-words baseline: TF-IDF of words (scikit-learn's defaults: unigrams, lowercased) and a logistic regression.
+# Fixed on purpose: it is a yardstick, comparable across runs, not a model anyone tunes.
+BAG_OF_WORDS_MAX_ITER = 1000
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str  # the column it gets beside champion and candidate: "majority class", "bag-of-words", ...
+    detail: str  # what it predicts: "always 'negative' (the train split's most frequent label)"
+    metrics: dict[str, float]  # the task's test metrics on the candidate's test split
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """Trivial models scored on a run's test split, which a candidate must beat (the gate's floor).
+
+    `trivial`: the majority class (classification), the train mean (regression), or the input copied as
+    the output (seq2seq, causal_lm). `bag_of_words`: a TF-IDF logistic regression fitted on the train
+    split (classification only).
+    """
+
+    trivial: Baseline
+    bag_of_words: Baseline | None = None
+    rows: int = 0  # test rows they were scored on
+    test_hash: str | None = None  # content hash of that test split
+
+    def all(self) -> tuple[Baseline, ...]:
+        return (self.trivial,) + ((self.bag_of_words,) if self.bag_of_words is not None else ())
+
+    def to_dict(self) -> dict:
+        """JSON-ready, as `evaluation/baselines.json` holds it; `from_dict` reads it back."""
+        return {"rows": self.rows, "test_hash": self.test_hash,
+                "baselines": [{"kind": kind, "name": b.name, "detail": b.detail, "metrics": b.metrics}
+                              for kind, b in (("trivial", self.trivial), ("bag_of_words", self.bag_of_words)) if b]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Baselines:
+        found = {item["kind"]: Baseline(item["name"], item["detail"], dict(item["metrics"])) for item in data["baselines"]}
+        return cls(found["trivial"], found.get("bag_of_words"), int(data.get("rows", 0)), data.get("test_hash"))
+
+
+def _label_metrics(truth: list[str], predicted, labels: tuple[str, ...]) -> dict[str, float]:
+    # Scored as classification_report scores the model: macro-F1 over every label, absent ones included.
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(truth, predicted)),
+            "macro_f1": float(f1_score(truth, predicted, labels=list(labels), average="macro", zero_division=0))}
+
+
+def score_baselines(task: str, train: pd.DataFrame, test: pd.DataFrame, labels: tuple[str, ...] = (),
+                    lowercase: bool = False, test_hash: str | None = None) -> Baselines:
+    """Fit the trivial baselines on `train` (texts in `text`, targets in `label`) and score them on `test`.
+
+    Scored like the model: the same metrics, the same labels; `lowercase` as the model's generations are scored.
+    """
+    if test.empty:
+        raise ValueError("the test split is empty: there is nothing to score the baselines on")
+    if task == "classification":
+        from sklearn.dummy import DummyClassifier
+
+        truth = list(test["label"])
+        majority = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(train), 1)), list(train["label"]))
+        label = str(majority.predict(np.zeros((1, 1)))[0])
+        trivial = Baseline("majority class", f"always {label!r}, the train split's most frequent label",
+                           _label_metrics(truth, [label] * len(test), labels))
+        bag_of_words = None
+        if train["label"].nunique() > 1:  # a logistic regression needs two classes to fit
+            from sklearn.feature_extraction.text import TfidfVectorizer
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+
+            model = make_pipeline(TfidfVectorizer(), LogisticRegression(max_iter=BAG_OF_WORDS_MAX_ITER))
+            model.fit(list(train["text"]), list(train["label"]))
+            bag_of_words = Baseline("bag-of-words", f"TF-IDF + logistic regression fitted on {len(train)} train rows",
+                                    _label_metrics(truth, model.predict(list(test["text"])), labels))
+        return Baselines(trivial, bag_of_words, len(test), test_hash)
+    if task == "regression":
+        from sklearn.dummy import DummyRegressor
+
+        from tuneline.data import regression_targets
+
+        mean = DummyRegressor(strategy="mean").fit(np.zeros((len(train), 1)), regression_targets(train))
+        value = float(mean.constant_.reshape(-1)[0])
+        report = regression_report(regression_targets(test), np.full(len(test), value))
+        return Baselines(Baseline("train mean", f"always {value:.4g}, the train split's mean", report.metrics()),
+                         None, len(test), test_hash)
+    report = generation_report(list(test["label"]), list(test["text"]), lowercase, 0)
+    metrics = {name: value for name, value in report.metrics().items() if name != "mean_output_words"}
+    return Baselines(Baseline("copy input", "the input text returned as the output", metrics), None, len(test), test_hash)

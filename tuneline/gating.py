@@ -16,9 +16,9 @@ from tuneline import registry
 from tuneline.config import GenerationConfig, PromotionConfig
 from tuneline.data import content_hash, regression_targets
 from tuneline.errors import GateError
-from tuneline.evaluation import classification_report, generation_report, regression_report
+from tuneline.evaluation import Baselines, classification_report, generation_report, regression_report, row_scores
 from tuneline.promotion import Decision, ModelMetrics, decide, needs_signoff
-from tuneline.text_checks import normalise_text
+from tuneline.text_checks import duplicate_key
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,10 @@ TEST_SPLIT_ARTIFACT = "data/test.csv"
 # What a run trained on (train and validation rows), as `trained_on_keys`: a later candidate's test rows that a
 # champion saw in training are left out when the two are compared.
 TRAINED_ON_ARTIFACT = "data/trained_on.txt"
+# What evaluate records beside the metrics: the per-row scores on the test split (in its row order), which the paired
+# test of a later candidate against this version reads, and the trivial baselines scored on the same split (the floor).
+ROW_SCORES_ARTIFACT = "evaluation/test_rows.csv"
+BASELINES_ARTIFACT = "evaluation/baselines.json"
 
 
 SIGNOFF_OUTCOMES = ("approved", "rejected", "timed_out")
@@ -45,6 +49,7 @@ class GateResult:
     signoff: str | None = None  # approved, rejected, timed_out or stale once a person was asked
     # The candidate's metrics on the rows it was compared on: its test split, less the rows the champion trained on
     candidate_metrics: ModelMetrics | None = None
+    baselines: Baselines | None = None  # scored on the candidate's test split: the floor it was held to
 
 
 def metrics_from_tags(tags: dict[str, str]) -> ModelMetrics | None:
@@ -59,6 +64,13 @@ def metrics_from_tags(tags: dict[str, str]) -> ModelMetrics | None:
 def score_version(task: str, model_dir: Path, test: pd.DataFrame, max_length: int, batch_size: int,
                   generation: GenerationConfig | None = None) -> dict[str, float]:
     """Test metrics of a saved model on `test`, as the gate compares them (PyTorch, no grad)."""
+    return score_rows(task, model_dir, test, max_length, batch_size, generation).values
+
+
+def score_rows(task: str, model_dir: Path, test: pd.DataFrame, max_length: int, batch_size: int,
+               generation: GenerationConfig | None = None) -> ModelMetrics:
+    """A saved model's test metrics on `test` and its per-row scores there (the paired test's input), with the
+    hash of `test`."""
     from tuneline.training import predict_proba
 
     texts = list(test["text"])
@@ -68,17 +80,50 @@ def score_version(task: str, model_dir: Path, test: pd.DataFrame, max_length: in
         unknown = sorted(set(test["label"]) - set(labels))
         if unknown:
             raise GateError(f"the model cannot score labels {unknown}: its labels are {list(labels)}")
-        report = classification_report(list(test["label"]), predict_proba(model_dir, texts, max_length, batch_size), labels)
-        return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
+        probabilities = predict_proba(model_dir, texts, max_length, batch_size)
+        report = classification_report(list(test["label"]), probabilities, labels)
+        return ModelMetrics({"accuracy": report.accuracy, "macro_f1": report.macro_f1}, content_hash(test),
+                            row_scores(task, probabilities, list(test["label"]), labels))
     if task == "regression":
-        report = regression_report(regression_targets(test),
-                                   predict_proba(model_dir, texts, max_length, batch_size, task="regression"))
-        return {"mse": report.mse, "mae": report.mae, "r2": report.r2}
+        targets = regression_targets(test)
+        predictions = predict_proba(model_dir, texts, max_length, batch_size, task="regression")
+        report = regression_report(targets, predictions)
+        return ModelMetrics({"mse": report.mse, "mae": report.mae, "r2": report.r2}, content_hash(test),
+                            row_scores(task, predictions, list(targets)))
     from tuneline.generation import generate, lowercases
 
     outputs = generate(model_dir, task, texts, generation or GenerationConfig(), max_length, batch_size)
-    report = generation_report(list(test["label"]), outputs, lowercases(model_dir))  # scored as evaluate scores it
-    return {"bleu": report.bleu, "rouge1": report.rouge1, "rouge2": report.rouge2, "rougeL": report.rouge_l}
+    lowercase = lowercases(model_dir)
+    report = generation_report(list(test["label"]), outputs, lowercase)  # scored as evaluate scores it
+    return ModelMetrics({"bleu": report.bleu, "rouge1": report.rouge1, "rouge2": report.rouge2,
+                         "rougeL": report.rouge_l}, content_hash(test),
+                        row_scores(task, outputs, list(test["label"]), (), lowercase))
+
+
+def _run_file(run_id: str, path: str) -> Path | None:
+    """A file a run logged, downloaded; None when the run has none there (runs logged before it was recorded)."""
+    mlflow_client = registry.client()
+    if path not in {item.path for item in mlflow_client.list_artifacts(run_id, path.rsplit("/", 1)[0])}:
+        return None
+    return Path(mlflow_client.download_artifacts(run_id, path))
+
+
+def recorded_rows(run_id: str, rows: int | None = None) -> dict[str, tuple[float, ...]] | None:
+    """The per-row test scores a run recorded (`ROW_SCORES_ARTIFACT`); None when it recorded none, or (`rows`
+    given) scores for another number of rows."""
+    path = _run_file(run_id, ROW_SCORES_ARTIFACT)
+    if path is None:
+        return None
+    frame = pd.read_csv(path)
+    if rows is not None and len(frame) != rows:
+        return None
+    return {column: tuple(float(v) for v in frame[column]) for column in frame.columns if column != "row"}
+
+
+def recorded_baselines(run_id: str) -> Baselines | None:
+    """The baselines a run scored on its test split (`BASELINES_ARTIFACT`); None for runs without them."""
+    path = _run_file(run_id, BASELINES_ARTIFACT)
+    return Baselines.from_dict(json.loads(path.read_text())) if path is not None else None
 
 
 def generation_settings(params: dict[str, str]) -> GenerationConfig:
@@ -88,9 +133,9 @@ def generation_settings(params: dict[str, str]) -> GenerationConfig:
 
 
 def text_key(text: object) -> str:
-    """Equal for texts equal up to case, punctuation and spacing (what the split's checks treat as one text): 16 hex
-    digits of the SHA-256 of the normalised text."""
-    return hashlib.sha256(normalise_text(text).encode()).hexdigest()[:16]
+    """Equal for the same text as cleaning and the repeated-rows check define it (`duplicate_key`: equal up to markup,
+    case, punctuation and spacing): 16 hex digits of the SHA-256 of that key."""
+    return hashlib.sha256(duplicate_key(text).encode()).hexdigest()[:16]
 
 
 def trained_on_keys(texts) -> list[str]:
@@ -123,9 +168,9 @@ def compare_with_champion(model_name: str, task: str, test: pd.DataFrame, max_le
                           candidate_version: str, candidate: ModelMetrics,
                           generation: GenerationConfig | None = None) -> Comparison | None:
     """The champion's and the candidate's metrics on the candidate's test split, less the rows the champion trained
-    on: a champion scored on its own training rows would look better than it is. Recorded metrics when the champion
-    was tested on these very rows, else both are scored again. None when there is no champion (or the candidate
-    already is it)."""
+    on: a champion scored on its own training rows would look better than it is. Recorded metrics (and per-row
+    scores, for the paired test) when the champion was tested on these very rows, else the champion is scored again,
+    and the candidate too when rows were left out. None when there is no champion (or the candidate already is it)."""
     champion = registry.version_by_alias(model_name, registry.CHAMPION)
     if champion is None or str(champion.version) == str(candidate_version):
         return None
@@ -134,9 +179,14 @@ def compare_with_champion(model_name: str, task: str, test: pd.DataFrame, max_le
     if champion_task != task:
         raise GateError(f"champion version {version} is a {champion_task} model; the candidate is {task}")
     recorded, test_hash = metrics_from_tags(champion.tags), content_hash(test)
+    seen, note = None, None
     if recorded is not None and recorded.test_hash == test_hash:  # a split its training never saw
-        return Comparison(version, recorded, candidate)
-    seen, note = _trained_on(model_name, champion), None
+        rows = recorded_rows(champion.run_id, len(test))
+        if rows is not None or candidate.per_row is None:
+            return Comparison(version, replace(recorded, per_row=rows), candidate)
+        log.info("champion version %s recorded no per-row scores: scoring it again for the paired test", version)
+    else:
+        seen = _trained_on(model_name, champion)
     if seen:
         fresh = test[[text_key(text) not in seen for text in test["text"]]].reset_index(drop=True)
         if len(fresh) < len(test):
@@ -149,33 +199,48 @@ def compare_with_champion(model_name: str, task: str, test: pd.DataFrame, max_le
     log.info("champion version %s was tested on other rows; scoring it on %d of the candidate's test rows", version,
              len(test))
     try:
-        champion_values = score_version(task, registry.download_version(model_name, version) / "hf_model", test,
-                                        max_length, batch_size, generation)
+        champion_metrics = score_rows(task, registry.download_version(model_name, version) / "hf_model", test,
+                                      max_length, batch_size, generation)
     except GateError as exc:
         raise GateError(f"champion version {version}: {exc}") from None
     if note:  # the candidate's recorded metrics cover its whole test split: score it on the same rows
-        candidate = ModelMetrics(score_version(task, registry.download_version(model_name, candidate_version)
-                                               / "hf_model", test, max_length, batch_size, generation), test_hash)
-    return Comparison(version, ModelMetrics(champion_values, test_hash), candidate, note)
+        candidate = score_rows(task, registry.download_version(model_name, candidate_version) / "hf_model", test,
+                               max_length, batch_size, generation)
+    return Comparison(version, champion_metrics, candidate, note)
 
 
-def _decide(comparison: Comparison | None, candidate: ModelMetrics, policy: PromotionConfig) -> Decision:
+def _decide(comparison: Comparison | None, candidate: ModelMetrics, policy: PromotionConfig,
+            baselines: Baselines | None) -> Decision:
     if comparison is None:
-        return decide(candidate, None, policy)
-    decision = decide(comparison.candidate, comparison.champion, policy)
+        return decide(candidate, None, policy, baselines)
+    # The floor is judged on the candidate's whole test split, where the baselines were scored
+    decision = decide(comparison.candidate, comparison.champion, policy, baselines,
+                      floor_metrics=candidate if comparison.note else None)
     return replace(decision, reasons=(comparison.note, *decision.reasons)) if comparison.note else decision
+
+
+def _uncompared(message: str, candidate: ModelMetrics, policy: PromotionConfig, baselines: Baselines | None) -> Decision:
+    """A hold because the champion could not be compared with; the floor's checks follow the reason."""
+    floor = decide(candidate, None, policy, baselines)
+    return Decision(promote=False, table=floor.table, reasons=(
+        f"cannot compare with the champion: {message}", *(r for r in floor.reasons if r.startswith("floor:"))))
 
 
 def run_gate(model_name: str, version: str, candidate: ModelMetrics, test: pd.DataFrame, policy: PromotionConfig,
              max_length: int, batch_size: int, task: str = "classification",
-             generation: GenerationConfig | None = None) -> GateResult:
-    """Decide, then move the alias: `champion` on promote, `challenger` on hold. The reasons go on the version."""
+             generation: GenerationConfig | None = None, baselines: Baselines | None = None) -> GateResult:
+    """Decide, then move the alias: `champion` on promote, `challenger` on hold. The reasons go on the version.
+
+    `baselines`: scored on the candidate's test split (the floor); None reads those its run recorded.
+    """
+    if baselines is None:
+        baselines = recorded_baselines(registry.client().get_model_version(model_name, str(version)).run_id)
     try:
         found = compare_with_champion(model_name, task, test, max_length, batch_size, version, candidate, generation)
     except GateError as exc:
-        decision, found = Decision(promote=False, reasons=(f"cannot compare with the champion: {exc}",)), None
+        decision, found = _uncompared(str(exc), candidate, policy, baselines), None
     else:
-        decision = _decide(found, candidate, policy)
+        decision = _decide(found, candidate, policy, baselines)
     pending = needs_signoff(decision, policy.signoff)
     alias = registry.CHAMPION if decision.promote and not pending else registry.CHALLENGER
     reason = ("gate passed, awaiting sign-off: " if pending else "gate: ") + "; ".join(decision.reasons)
@@ -184,7 +249,8 @@ def run_gate(model_name: str, version: str, candidate: ModelMetrics, test: pd.Da
         registry.set_version_tags(model_name, version, {"signoff.status": "pending", "signoff.requested": _now(),
                                                         "signoff.policy": policy.signoff.policy})
     return GateResult(decision, alias, found.champion_version if found else None, found.champion if found else None,
-                      awaiting_signoff=pending, candidate_metrics=found.candidate if found else None)
+                      awaiting_signoff=pending, candidate_metrics=found.candidate if found else None,
+                      baselines=baselines)
 
 
 def apply_signoff(model_name: str, version: str, gate: GateResult, outcome: str, approver: str,
@@ -220,21 +286,24 @@ def apply_signoff(model_name: str, version: str, gate: GateResult, outcome: str,
         "signoff.at": _now(), "signoff.champion": gate.champion_version or "",
     })
     decision = Decision(promote=alias == registry.CHAMPION, reasons=(line, *gate.decision.reasons),
-                        margin=gate.decision.margin)
+                        margin=gate.decision.margin, table=gate.decision.table)
     return GateResult(decision, alias, gate.champion_version, gate.champion_metrics, awaiting_signoff=False,
-                      signoff=recorded, candidate_metrics=gate.candidate_metrics)
+                      signoff=recorded, candidate_metrics=gate.candidate_metrics, baselines=gate.baselines)
 
 
 def promote(model_name: str, version: str, policy: PromotionConfig, reason: str, force: bool = False) -> GateResult:
     """Promote a registered version by hand, through the same gate; `force` overrides a hold, on the record.
 
-    The champion is compared on the candidate's own test split (logged with its run).
+    The champion is compared on the candidate's own test split (logged with its run), with the per-row scores
+    and baselines its run recorded.
     """
     mlflow_client = registry.client()
     target = mlflow_client.get_model_version(model_name, str(version))
     candidate = metrics_from_tags(target.tags)
     if candidate is None:
         raise GateError(f"{model_name} version {version} carries no test metrics; it was not registered by tuneline")
+    candidate = replace(candidate, per_row=recorded_rows(target.run_id))
+    baselines = recorded_baselines(target.run_id)
     run = mlflow_client.get_run(target.run_id)
     max_length = int(run.data.params.get("train.max_length", 128))
     batch_size = int(run.data.params.get("train.eval_batch_size", 64))
@@ -242,7 +311,7 @@ def promote(model_name: str, version: str, policy: PromotionConfig, reason: str,
     generation = generation_settings(run.data.params)
     test = pd.read_csv(mlflow_client.download_artifacts(target.run_id, TEST_SPLIT_ARTIFACT), dtype=str, keep_default_na=False)
     found = compare_with_champion(model_name, task, test, max_length, batch_size, str(version), candidate, generation)
-    decision = _decide(found, candidate, policy)
+    decision = _decide(found, candidate, policy, baselines)
     if not decision.promote and not force:
         raise GateError(
             f"{model_name} version {version} did not pass the gate:\n  - " + "\n  - ".join(decision.reasons)
@@ -251,4 +320,5 @@ def promote(model_name: str, version: str, policy: PromotionConfig, reason: str,
     note = reason + ("" if decision.promote else " (forced past the gate: " + "; ".join(decision.reasons) + ")")
     registry.move_alias(model_name, registry.CHAMPION, str(version), reason=note)
     return GateResult(decision, registry.CHAMPION, found.champion_version if found else None,
-                      found.champion if found else None, candidate_metrics=found.candidate if found else None)
+                      found.champion if found else None, candidate_metrics=found.candidate if found else None,
+                      baselines=baselines)

@@ -196,15 +196,39 @@ def _plain(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
 
 
-# --- exact repeats --------------------------------------------------------------------------------------------------
+# --- the same text ---------------------------------------------------------------------------------------------------
 
 
-def repeated_rows(texts: Sequence[object], targets: Sequence[object] | None = None) -> list[tuple[int, int]]:
-    """(position, position of the first row it repeats) for every row whose text, and target when given, equals an
-    earlier row's up to case, punctuation and spacing (`normalise_text`). Positions are 0-based, in frame order."""
-    keys = [normalise_text(t) for t in texts]
+def duplicate_key(text: object) -> str:
+    """The one definition of "the same text" in tuneline: the text as cleaning leaves it (`tuneline.data.clean_text`:
+    markup, URLs and control characters gone), then `normalise_text` (case, punctuation, symbols and spacing).
+
+    Cleaning drops a row whose key repeats an earlier row's, the repeated-rows check counts exactly those rows, the
+    label-conflict check groups by it, and the gate's `text_key` is its hash. A text of only punctuation or symbols
+    (`(`, an emoji) is compared as cleaning writes it; "" only for a missing or blank text.
+    """
+    if not isinstance(text, str):
+        return ""
+    from tuneline.data import clean_text  # tuneline.data imports this module
+
+    cleaned = clean_text(text)
+    return normalise_text(cleaned) or cleaned or text.strip()
+
+
+def duplicate_keys(texts: Sequence[object], targets: Sequence[object] | None = None) -> list[str]:
+    """`duplicate_key` of each text; with `targets` (generation tasks), the target joins the key, compared up to case,
+    punctuation and spacing only (targets are never cleaned). "" for a row without text."""
+    keys = [duplicate_key(t) for t in texts]
     if targets is not None:
         keys = [f"{k}\x1f{normalise_text(t)}" if k else "" for k, t in zip(keys, targets)]
+    return keys
+
+
+def repeated_rows(texts: Sequence[object], targets: Sequence[object] | None = None, *,
+                  keys: Sequence[str] | None = None) -> list[tuple[int, int]]:
+    """(position, position of the first row it repeats) for every row whose `duplicate_keys` key equals an earlier
+    row's: what cleaning drops as duplicates. Positions are 0-based, in frame order. `keys`: already computed."""
+    keys = duplicate_keys(texts, targets) if keys is None else keys
     first: dict[str, int] = {}
     repeats = []
     for position, key in enumerate(keys):
@@ -214,25 +238,6 @@ def repeated_rows(texts: Sequence[object], targets: Sequence[object] | None = No
             repeats.append((position, first[key]))
         first.setdefault(key, position)
     return repeats
-
-
-def repeats_cleaning_keeps(texts: Sequence[object]) -> list[tuple[int, int]]:
-    """The `repeated_rows` that cleaning does not drop: equal up to case or punctuation but not after `clean_text`.
-
-    Cleaning removes exact repeats; these stay as separate rows, so a split that does not look for
-    near-duplicates (split.near_duplicates=ignore) can put one copy in training and one in test.
-    """
-    from tuneline.data import clean_text  # tuneline.data imports this module
-
-    cleaned = [clean_text(t) if isinstance(t, str) else "" for t in texts]
-    seen_clean: set[str] = set()
-    leaks = []
-    repeats = dict(repeated_rows(texts))
-    for position, text in enumerate(cleaned):
-        if position in repeats and text not in seen_clean:
-            leaks.append((position, repeats[position]))
-        seen_clean.add(text)
-    return leaks
 
 
 # --- PII ------------------------------------------------------------------------------------------------------------
@@ -456,3 +461,106 @@ def label_counts(parts: dict[str, pd.DataFrame], labels: Sequence[str]) -> pd.Da
     """Rows of each label (index) in each split (columns), zeros included."""
     return pd.DataFrame({name: frame["label"].value_counts().reindex(list(labels), fill_value=0)
                          for name, frame in parts.items()}).astype(int)
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def is_number(value: object) -> bool:
+    """A label or text that is one number as written (`1`, ` 2.50 `, `-3e2`)."""
+    return isinstance(value, str) and _NUMBER.fullmatch(value.strip()) is not None
+
+
+def label_spelling_key(label: str) -> str:
+    """Labels equal under this key are one label spelt differently: equal up to case and surrounding whitespace
+    (`positive`, ` POSITIVE `), or one number written two ways (`1`, `1.0`, as pandas writes an integer column
+    that had a gap)."""
+    stripped = label.strip()
+    if _NUMBER.fullmatch(stripped):
+        from decimal import Decimal
+
+        return "#" + str(Decimal(stripped).normalize())
+    return stripped.casefold()
+
+
+def label_spellings(labels: pd.Series) -> list[list[tuple[str, int]]]:
+    """The labels spelt several ways: per label, its (spelling, rows), most frequent first (ties: first seen first);
+    the labels with the most rows first. Empty when every label has one spelling."""
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for spelling, rows in labels.dropna().value_counts(sort=False).items():  # in order of first appearance
+        groups.setdefault(label_spelling_key(str(spelling)), []).append((str(spelling), int(rows)))
+    several = [sorted(group, key=lambda item: -item[1]) for group in groups.values() if len(group) > 1]
+    return sorted(several, key=lambda group: -sum(rows for _, rows in group))
+
+
+def label_respellings(labels: pd.Series, preferred: Sequence[str] = ()) -> dict[str, str]:
+    """What `data.normalize_labels` rewrites: each spelling of a label to the one kept, the spelling `preferred`
+    (data.labels) lists for it, else its most frequent. Only the spellings that change."""
+    listed = {label_spelling_key(label): label for label in preferred}
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for spelling, rows in labels.dropna().value_counts(sort=False).items():
+        groups.setdefault(label_spelling_key(str(spelling)), []).append((str(spelling), int(rows)))
+    respelt = {}
+    for key, group in groups.items():
+        keep = listed.get(key, max(group, key=lambda item: item[1])[0])  # max keeps the first of equal counts
+        respelt |= {spelling: keep for spelling, _ in group if spelling != keep}
+    return respelt
+
+
+def label_kinds(labels: pd.Series) -> tuple[dict[str, int], dict[str, int]]:
+    """(rows per label that is a number, rows per label that is a word), each in order of first appearance."""
+    counts = labels.dropna().astype(str).value_counts(sort=False)
+    numbers = {label: int(rows) for label, rows in counts.items() if is_number(label)}
+    return numbers, {label: int(rows) for label, rows in counts.items() if label not in numbers}
+
+
+def label_conflicts(keys: Sequence[str], labels: Sequence[object]) -> list[list[int]]:
+    """Rows (positions) of each text given different labels: rows whose `duplicate_key` is equal and whose labels
+    are not. Each group in frame order, the groups in order of their first row."""
+    by_key: dict[str, list[int]] = {}
+    for position, key in enumerate(keys):
+        if key:
+            by_key.setdefault(key, []).append(position)
+    return [rows for rows in by_key.values()
+            if len(rows) > 1 and len({labels[i] for i in rows if isinstance(labels[i], str)}) > 1]
+
+
+# --- what a column holds ------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[^\W\d_]{2}")  # two letters in a row, in any script: a text has words, an id or a date has not
+
+
+def holds_words(text: object) -> bool:
+    """True for a text with a word in it; False for numbers, ids, dates, codes, and for anything not a string."""
+    return isinstance(text, str) and _WORD.search(text) is not None
+
+
+@dataclass(frozen=True)
+class ColumnLook:
+    """What a column of a data file holds, to tell the text column from ids, numbers and categories."""
+
+    column: str
+    word_share: float  # values holding a word
+    distinct: int  # distinct values
+    distinct_share: float
+    mean_words: float  # whitespace-separated tokens per value
+
+    @property
+    def looks_like_text(self) -> bool:
+        return self.word_share >= 0.8 and self.distinct_share >= 0.5 and self.mean_words >= 2
+
+    def describe(self) -> str:
+        if self.looks_like_text:
+            return f"{self.column!r} (text: words in {self.word_share:.0%} of rows, {self.mean_words:.1f} words on average)"
+        if self.word_share < 0.5:
+            return f"{self.column!r} (no words in {1 - self.word_share:.0%} of rows: numbers, ids or dates)"
+        return f"{self.column!r} ({self.distinct} distinct values)"
+
+
+def look_at_column(values: pd.Series, column: str) -> ColumnLook:
+    """`ColumnLook` of one column (missing values count as holding no word)."""
+    present = values.dropna().astype(str)
+    rows = max(len(values), 1)
+    return ColumnLook(column=column, word_share=float(present.map(holds_words).sum() / rows),
+                      distinct=int(present.nunique()), distinct_share=float(present.nunique() / rows),
+                      mean_words=float(present.str.split().str.len().mean()) if len(present) else 0.0)

@@ -1,4 +1,11 @@
-"""Validate a canonical frame against a Great Expectations suite stored as JSON."""
+"""Validate a canonical frame against a Great Expectations suite stored as JSON, plus the text checks.
+
+Every outcome names the setting that governs it (`ExpectationOutcome.setting`: the key and its
+current value, e.g. `data.checks.max_duplicate_share=0.15`), so a user who decides the data is
+fine knows the one override; a suite's own expectations name `data.expectation_suite` and the
+file, or the setting their `tuneline_setting` meta names. Columns are named as in the user's file
+(data.text_column, data.label_column), not by their canonical names.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +17,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tuneline.config import GENERATIVE_TASKS
 from tuneline.errors import ConfigError, DataValidationError
 from tuneline.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
-    from tuneline.config import SplitConfig, TextChecksConfig
+    from tuneline.config import DataConfig, SplitConfig, TextChecksConfig
     from tuneline.data import SplitResult
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 EXAMPLE_ROWS = 5
+
+
+def setting_value(value: Any) -> str:
+    """A setting's value as a user writes it in a `key=value` override (null, true, [a, b], 0.15)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(setting_value(v) for v in value) + "]"
+    return str(value)
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -36,6 +55,7 @@ class ExpectationOutcome:
     observed_value: Any = None
     example_rows: tuple[dict[str, Any], ...] = ()
     note: str | None = None  # what the check is for, in words (text checks carry one)
+    setting: str | None = None  # what governs it, as key=value overrides: `data.checks.max_duplicate_share=0.15`
 
     def describe(self) -> str:
         where = f" on column {self.column!r}" if self.column else ""
@@ -47,7 +67,8 @@ class ExpectationOutcome:
             detail.append(f"observed {self.observed_value}")
         if self.example_rows:
             detail.append("e.g. " + "; ".join(", ".join(f"{k}={_short(v)}" for k, v in r.items()) for r in self.example_rows))
-        return f"{self.expectation}{where}: " + (", ".join(detail) or "failed")
+        return (f"{self.expectation}{where}: " + (", ".join(detail) or "failed")
+                + (f". Setting: {self.setting}" if self.setting else ""))
 
 
 @dataclass(frozen=True)
@@ -86,14 +107,14 @@ class ValidationReport:
         lines = [
             f"### Validation: suite `{self.suite}`: {'passed' if self.success else 'FAILED'}",
             "",
-            "| expectation | column | result | unexpected | observed |",
-            "| --- | --- | --- | --- | --- |",
+            "| expectation | column | result | unexpected | observed | setting |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for o in self.outcomes:
             lines.append(
                 f"| {o.expectation}{f' ({o.note})' if o.note else ''} | {o.column or ''} | {'ok' if o.success else '**failed**'} "
                 f"| {'' if o.unexpected_count is None else o.unexpected_count} "
-                f"| {'' if o.observed_value is None else o.observed_value} |"
+                f"| {'' if o.observed_value is None else o.observed_value} | {o.setting or ''} |"
             )
         return "\n".join(lines)
 
@@ -144,14 +165,53 @@ def _outcome(result: Any) -> ExpectationOutcome:
         observed_value=_json_safe(observed),
         example_rows=examples,
         note=(config.meta or {}).get(TEXT_CHECK_NOTE),
+        setting=(config.meta or {}).get(SETTING_META),
     )
 
 
 TEXT_CHECK_NOTE = "tuneline_check"  # meta key naming what a check is for, in reports (text checks, some suite entries)
+# Meta key naming the setting that governs an expectation: `key=value` (text checks), or a bare key (suite files:
+# `data.labels`), whose current value validation fills in. Without one, a suite's expectation names the suite.
+SETTING_META = "tuneline_setting"
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The settings a validation runs under, to name them with their values in each outcome."""
+
+    data: DataConfig
+    split: SplitConfig | None = None
+    max_length: int | None = None
+    suite_path: Path | None = None
+    suite_name: str | None = None  # as data.expectation_suite gives it
+
+    def value(self, key: str) -> Any:
+        if key == "train.max_length":
+            return self.max_length
+        root, *parts = key.split(".")
+        value = {"data": self.data, "split": self.split}.get(root)
+        for part in parts:
+            value = getattr(value, part, None)
+        return value
+
+    def named(self, *keys: str) -> str:
+        """`key=value` of each key, comma-separated: what a user would override."""
+        return ", ".join(f"{key}={setting_value(self.value(key))}" for key in keys)
+
+    def suite(self) -> str:
+        where = self.suite_path.relative_to(PROJECT_ROOT) if self.suite_path and self.suite_path.is_relative_to(
+            PROJECT_ROOT) else self.suite_path
+        return f"data.expectation_suite={self.suite_name or self.data.expectation_suite} ({where})"
+
+    def columns(self) -> dict[str, str]:
+        """Canonical column -> the user's column."""
+        return {"text": self.data.text_column, "label": self.data.label_column, "label_value": self.data.label_column,
+                "source_row": "row", "source_text": "text", "source_label": "label"}
 
 
 def _text_check_expectations(frame: pd.DataFrame, task: str, checks: TextChecksConfig, max_length: int | None,
-                             tokenizer, split: SplitConfig | None) -> tuple[pd.DataFrame, list, np.ndarray | None]:
+                             tokenizer, split: SplitConfig | None,
+                             settings: _Settings) -> tuple[pd.DataFrame, list, np.ndarray | None]:
     """The frame with the columns the text checks read (`token_count`, `pii_found`) and the GE expectations on them.
 
     Built-in GE expectations on derived columns: the report shows them like the suite's own,
@@ -170,28 +230,35 @@ def _text_check_expectations(frame: pd.DataFrame, task: str, checks: TextChecksC
         what = {"causal_lm": "prompt + response", "seq2seq": "longer of input and target"}.get(task, "input")
         expectations.append(gx.expectations.ExpectColumnValuesToBeBetween(
             column="token_count", max_value=max_length, mostly=1.0 - checks.max_truncated_share,
-            meta={TEXT_CHECK_NOTE: f"tokens of the {what} vs train.max_length {max_length}: longer rows are truncated"}))
+            meta={TEXT_CHECK_NOTE: f"tokens of the {what} vs train.max_length {max_length}: longer rows are truncated",
+                  SETTING_META: settings.named("data.checks.max_truncated_share", "train.max_length")}))
     pii_columns = ["text", "label"] if task in ("seq2seq", "causal_lm") else ["text"]
     frame = frame.assign(pii_found=pii_column(frame, pii_columns, checks.pii_kinds))
     expectations.append(gx.expectations.ExpectColumnValuesToBeInSet(
         column="pii_found", value_set=[""], mostly=1.0 if checks.pii == "fail" else 0.0,
-        meta={TEXT_CHECK_NOTE: f"PII in {' and '.join(pii_columns)}, policy {checks.pii}"}))
+        meta={TEXT_CHECK_NOTE: f"PII in {' and '.join(pii_columns)}, policy {checks.pii}",
+              SETTING_META: settings.named("data.checks.pii", "data.checks.pii_kinds")}))
     if task == "causal_lm":
         for column, role in (("text", "prompt"), ("label", "response")):
+            key = "data.text_column" if column == "text" else "data.label_column"
             expectations.append(gx.expectations.ExpectColumnValuesToMatchRegex(
-                column=column, regex=r"\S", meta={TEXT_CHECK_NOTE: f"the {role} is not empty"}))
+                column=column, regex=r"\S", meta={TEXT_CHECK_NOTE: f"the {role} is not empty",
+                                                  SETTING_META: settings.named(key)}))
         if checks.chat_template:
             expectations.append(gx.expectations.ExpectColumnValuesToMatchRegex(
                 column="text", regex=template_regex(checks.chat_template, tokenizer),
-                meta={TEXT_CHECK_NOTE: f"prompts follow the chat template {checks.chat_template!r}"}))
+                meta={TEXT_CHECK_NOTE: f"prompts follow the chat template {checks.chat_template!r}",
+                      SETTING_META: settings.named("data.checks.chat_template")}))
     if split is not None:
-        for column in (split.group_column, split.time_column):
+        for key, column in (("split.group_column", split.group_column), ("split.time_column", split.time_column)):
             if column:
+                named = settings.named("split.strategy", key)
                 expectations.append(gx.expectations.ExpectColumnToExist(
-                    column=column, meta={TEXT_CHECK_NOTE: f"split.{split.strategy} needs it"}))
+                    column=column, meta={TEXT_CHECK_NOTE: f"split.{split.strategy} needs it", SETTING_META: named}))
                 if column in frame.columns:
                     expectations.append(gx.expectations.ExpectColumnValuesToNotBeNull(
-                        column=column, meta={TEXT_CHECK_NOTE: f"every row needs one for split.strategy {split.strategy}"}))
+                        column=column, meta={TEXT_CHECK_NOTE: f"every row needs one for split.strategy {split.strategy}",
+                                             SETTING_META: named}))
     return frame, expectations, lengths
 
 
@@ -199,27 +266,170 @@ def _row_ids(frame: pd.DataFrame) -> np.ndarray:
     return frame["row"].to_numpy() if "row" in frame.columns else np.arange(len(frame))
 
 
-def _repeat_outcome(frame: pd.DataFrame, task: str, checks: TextChecksConfig) -> ExpectationOutcome:
-    """Rows repeating an earlier row up to case, punctuation and spacing, against data.checks.max_duplicate_share."""
-    from tuneline.text_checks import repeated_rows
+# Columns validation adds to the frame, never one of the user's.
+_DERIVED_COLUMNS = {"row", "text", "token_count", "pii_found", "label_value"}
 
-    generative = task in ("seq2seq", "causal_lm")  # one input with several targets is fine there
-    repeats = repeated_rows(list(frame["text"]), list(frame["label"]) if generative else None)
+
+def _mapping_hint(frame: pd.DataFrame, settings: _Settings) -> str:
+    """Which of the file's columns looks like the text, for a text column that does not: the fix is the mapping."""
+    from tuneline.text_checks import look_at_column
+
+    names = settings.columns()
+    looks = [look_at_column(frame[column], names.get(column, str(column)))
+             for column in frame.columns if column not in _DERIVED_COLUMNS]
+    texts = [look for look in looks if look.looks_like_text]
+    best = max(texts, key=lambda look: (look.mean_words, look.word_share), default=None)
+    others = ", ".join(look.describe() for look in looks[:6]) + (", ..." if len(looks) > 6 else "") or "none"
+    advice = (f"{best.column!r} looks like the text: set data.text_column={best.column}" if best else
+              "none of them looks like text: check the file")
+    return f"is data.text_column={settings.data.text_column} the text? The file's other columns: {others}; {advice}"
+
+
+def _repeat_outcome(frame: pd.DataFrame, task: str, checks: TextChecksConfig, keys: list[str],
+                    settings: _Settings) -> ExpectationOutcome:
+    """Rows repeating an earlier row (`duplicate_key`: what cleaning drops), against data.checks.max_duplicate_share."""
+    from tuneline.text_checks import normalise_text, repeated_rows
+
+    generative = task in GENERATIVE_TASKS  # one input with several targets is fine there
+    if generative:
+        keys = [f"{k}\x1f{normalise_text(t)}" if k else "" for k, t in zip(keys, frame["label"])]
+    repeats = repeated_rows((), keys=keys)
     rows, texts = _row_ids(frame), frame["text"].to_numpy(dtype=object)
     share = len(repeats) / len(frame) if len(frame) else 0.0
+    note = ("text" + (" and target" if generative else "") + " equal to an earlier row's up to markup, case, "
+            "punctuation and spacing; cleaning drops them (data/dropped_rows.csv) and no copy crosses splits, but many "
+            "mean a broken export or a file appended to itself")
+    if share > 0.5 and not generative:
+        note += "; so few distinct texts: " + _mapping_hint(frame, settings)
     return ExpectationOutcome(
         expectation="expect_repeated_rows_share_to_be_at_most", column="text",
         success=share <= checks.max_duplicate_share, unexpected_count=len(repeats),
         observed_value=f"{share:.1%} of rows (allowed {checks.max_duplicate_share:.1%})",
         example_rows=tuple({"row": _json_safe(rows[i]), "repeats_row": _json_safe(rows[j]), "text": texts[i]}
                            for i, j in repeats[:EXAMPLE_ROWS]),
-        note="text" + (" and target" if generative else "") + " equal to an earlier row's up to case, punctuation "
-             "and spacing; cleaning keeps one, but many mean a broken export or a file appended to itself")
+        note=note, setting=settings.named("data.checks.max_duplicate_share"))
 
 
-def _label_outcomes(frame: pd.DataFrame, checks: TextChecksConfig,
-                    allowed_labels: list[str] | None) -> list[ExpectationOutcome]:
+def _text_column_outcomes(frame: pd.DataFrame, checks: TextChecksConfig, keys: list[str],
+                          settings: _Settings) -> list[ExpectationOutcome]:
+    """Classification and regression: a text column of numbers (ids, dates) or of one repeated value is a column
+    mapping mistake; the message says which column looks like the text."""
+    from tuneline.text_checks import holds_words
+
+    texts = frame["text"]
+    present = texts.notna() & (texts.fillna("").str.strip() != "")
+    wordless = present & ~texts.map(holds_words)
+    rows = _row_ids(frame)
+    share = float(wordless.sum() / max(int(present.sum()), 1))
+    numbers = share > checks.max_numeric_text_share
+    counts = pd.Series([k for k in keys if k]).value_counts()
+    top_share = float(counts.iloc[0] / len(frame)) if len(counts) and len(frame) else 0.0
+    constant = top_share > checks.max_top_text_share
+    top = np.flatnonzero(np.asarray(keys, dtype=object) == counts.index[0]) if len(counts) else np.array([], dtype=int)
+    return [
+        ExpectationOutcome(
+            expectation="expect_text_column_to_hold_words", column="text", success=not numbers,
+            unexpected_count=int(wordless.sum()),
+            observed_value=f"{share:.1%} of texts hold no word: numbers, ids or dates (allowed "
+                           f"{checks.max_numeric_text_share:.0%})",
+            example_rows=tuple({"row": _json_safe(r), "text": t} for r, t in
+                               zip(rows[wordless.to_numpy()][:EXAMPLE_ROWS], texts[wordless].head(EXAMPLE_ROWS))),
+            note="a text column of numbers is a mapped id, score or date column" + (
+                ": " + _mapping_hint(frame, settings) if numbers else ""),
+            setting=settings.named("data.checks.max_numeric_text_share", "data.text_column")),
+        ExpectationOutcome(
+            expectation="expect_text_column_to_vary", column="text", success=not constant,
+            unexpected_count=len(top) if constant else None,
+            observed_value=(f"one text fills {top_share:.1%} of rows (allowed {checks.max_top_text_share:.0%})"
+                            if len(top) else None),
+            example_rows=tuple({"row": _json_safe(rows[i]), "text": texts.iloc[i]} for i in top[:EXAMPLE_ROWS])
+            if constant else (),
+            note="a text column mostly holding one value (N/A, a category) is the wrong column" + (
+                ": " + _mapping_hint(frame, settings) if constant else ""),
+            setting=settings.named("data.checks.max_top_text_share", "data.text_column")),
+    ]
+
+
+def _first_rows(frame: pd.DataFrame, labels: list[str]) -> dict[str, Any]:
+    """The first row holding each label."""
+    rows, values = _row_ids(frame), frame["label"].to_numpy(dtype=object)
+    first: dict[str, Any] = {}
+    for row, value in zip(rows, values):
+        if value in labels and value not in first:
+            first[value] = _json_safe(row)
+    return first
+
+
+def _label_form_outcomes(frame: pd.DataFrame, checks: TextChecksConfig, keys: list[str],
+                         settings: _Settings) -> list[ExpectationOutcome]:
+    """Classification: one label spelt several ways, numbers mixed with words, a text given different labels."""
+    from tuneline.text_checks import label_conflicts, label_kinds, label_spellings
+
+    data = settings.data
+    outcomes = []
+    spellings = label_spellings(frame["label"])
+    spelt = [spelling for group in spellings for spelling, _ in group]
+    first = _first_rows(frame, spelt)
+    described = "; ".join(", ".join(f"{spelling!r} ({rows} rows)" for spelling, rows in group) for group in spellings)
+    outcomes.append(ExpectationOutcome(
+        expectation="expect_label_spellings_to_be_consistent", column="label", success=not spellings,
+        unexpected_count=sum(rows for group in spellings for _, rows in group[1:]) if spellings else None,
+        observed_value=(f"one label spelt several ways: {described}" if len(spellings) == 1 else
+                        f"{len(spellings)} labels spelt several ways: {described}" if spellings else None),
+        example_rows=tuple({"label": spelling, "rows": rows, "row": first[spelling]}
+                           for group in spellings for spelling, rows in group)[: 2 * EXAMPLE_ROWS],
+        note="labels equal up to case and surrounding whitespace, or one number written two ways, would train as "
+             "different classes: fix the file, or set data.normalize_labels=true to keep one spelling (the one "
+             "data.labels lists, else the most frequent)",
+        setting=settings.named("data.normalize_labels")))
+    numbers, words = label_kinds(frame["label"])
+    mixed = bool(numbers and words) and data.labels is None
+    if numbers and words:
+        first = _first_rows(frame, [*numbers, *words])
+
+        def shown(kind: dict[str, int]) -> str:
+            return ", ".join(f"{label!r} ({rows} rows)" for label, rows in list(kind.items())[:EXAMPLE_ROWS])
+
+        outcomes.append(ExpectationOutcome(
+            expectation="expect_labels_to_be_all_numbers_or_all_words", column="label", success=not mixed,
+            unexpected_count=sum(words.values()) if mixed else None,
+            observed_value=f"labels that are numbers: {shown(numbers)}; labels that are words: {shown(words)}"
+                           + ("" if mixed else "; data.labels lists the labels"),
+            example_rows=tuple({"label": label, "rows": rows, "row": first[label]}
+                               for label, rows in [*numbers.items(), *words.items()])[: 2 * EXAMPLE_ROWS] if mixed else (),
+            note="numbers mixed with words are usually two label encodings in one file (0/1 and neg/pos), each of "
+                 "which would train as its own class: map them to one, or list the labels you mean in data.labels "
+                 "(then any other label is an error naming its rows)",
+            setting=settings.named("data.labels")))
+    labels = frame["label"].to_numpy(dtype=object)
+    groups = label_conflicts(keys, labels)
+    conflicting = sum(len(group) for group in groups)
+    share = conflicting / len(frame) if len(frame) else 0.0
+    bound = checks.max_label_conflict_share
+    rows, texts = _row_ids(frame), frame["text"].to_numpy(dtype=object)
+    examples = []
+    for group in groups[:EXAMPLE_ROWS]:
+        other = next(i for i in group if labels[i] != labels[group[0]])
+        examples.append({"row": _json_safe(rows[group[0]]), "label": labels[group[0]],
+                         "conflicts_row": _json_safe(rows[other]), "conflicting_label": labels[other],
+                         "text": texts[group[0]]})
+    outcomes.append(ExpectationOutcome(
+        expectation="expect_no_label_conflicts", column="label", success=share <= bound,
+        unexpected_count=conflicting,
+        observed_value=(f"label conflicts: {len(groups)} texts appear with different labels, {conflicting} rows "
+                        f"({share:.1%} of rows, allowed {bound:.1%})" if groups else None),
+        example_rows=tuple(examples),
+        note="the same text (up to markup, case, punctuation and spacing) with different labels: a join or merge "
+             "that paired texts with the wrong labels; cleaning would keep the first row's label",
+        setting=settings.named("data.checks.max_label_conflict_share")))
+    return outcomes
+
+
+def _label_outcomes(frame: pd.DataFrame, checks: TextChecksConfig, allowed_labels: list[str] | None,
+                    settings: _Settings) -> list[ExpectationOutcome]:
     """Classification: enough distinct classes, and enough rows of every label to put some in each split."""
+    from tuneline.text_checks import is_number
+
     counts = frame["label"].dropna().value_counts()
     distinct = ", ".join(f"{label!s}: {n} rows" for label, n in counts.head(EXAMPLE_ROWS).items()) or "no labels"
     # One split's worth per split, whatever the fractions: the split stage checks the exact counts.
@@ -229,12 +439,14 @@ def _label_outcomes(frame: pd.DataFrame, checks: TextChecksConfig,
     rows = _row_ids(frame)
     first_row = {label: _json_safe(rows[np.flatnonzero((frame["label"] == label).to_numpy())[0]])
                  for label in short.index if short[label]}
+    scores = len(counts) > 10 and all(is_number(str(label)) for label in counts.index)
     return [
         ExpectationOutcome(
             expectation="expect_label_classes_to_be_at_least", column="label",
             success=len(counts) >= checks.min_classes,
             observed_value=f"{len(counts)} distinct labels ({distinct}); at least {checks.min_classes} needed",
-            note="data.checks.min_classes: a file of one class is a filtered or truncated export"),
+            note="a file of one class is a filtered or truncated export",
+            setting=settings.named("data.checks.min_classes")),
         ExpectationOutcome(
             expectation="expect_every_label_to_have_enough_rows", column="label", success=short.empty,
             unexpected_count=int(short.sum()),
@@ -242,40 +454,32 @@ def _label_outcomes(frame: pd.DataFrame, checks: TextChecksConfig,
             example_rows=tuple({"label": label, "rows": int(n), **({"row": first_row[label]} if n else {})}
                                for label, n in short.head(EXAMPLE_ROWS).items()),
             note=f"{needed} rows or more, for data.checks.min_rows_per_label in each of train, validation and test; "
-                 "a rare label is often a typo or a mapped id column"),
+                 "a rare label is often a typo or a mapped id column"
+                 + ("; these labels are many distinct numbers: a score to predict? set task=regression" if scores else ""),
+            setting=settings.named("data.checks.min_rows_per_label")),
     ]
 
 
-def _leak_outcome(frame: pd.DataFrame, split: SplitConfig) -> ExpectationOutcome:
-    """split.near_duplicates=ignore: rows equal up to case or punctuation would be split independently (leakage)."""
-    from tuneline.text_checks import repeats_cleaning_keeps
-
-    leaks = repeats_cleaning_keeps(list(frame["text"]))
-    rows, texts = _row_ids(frame), frame["text"].to_numpy(dtype=object)
-    return ExpectationOutcome(
-        expectation="expect_no_copies_across_splits", column="text", success=not leaks, unexpected_count=len(leaks),
-        observed_value=f"{len(leaks)} row(s) copy another row up to case, punctuation or spacing" if leaks else None,
-        example_rows=tuple({"row": _json_safe(rows[i]), "copies_row": _json_safe(rows[j]), "text": texts[i],
-                            "copied_text": texts[j]} for i, j in leaks[:EXAMPLE_ROWS]),
-        note="split.near_duplicates=ignore splits them independently, so the test split would hold copies of "
-             "training rows; set split.near_duplicates=group (the default) or drop, or dedupe the file")
-
-
 def _custom_outcomes(frame: pd.DataFrame, task: str, checks: TextChecksConfig | None,
-                     split: SplitConfig | None, allowed_labels: list[str] | None = None) -> list[ExpectationOutcome]:
-    """Checks GE has no expectation for, reported like one: label imbalance, classes and rare labels, repeated
-    rows, near-duplicates (and copies a split that ignores them would leak), time parsing."""
-    from tuneline.text_checks import find_near_duplicates, imbalance_ratio
+                     split: SplitConfig | None, allowed_labels: list[str] | None,
+                     settings: _Settings) -> list[ExpectationOutcome]:
+    """Checks GE has no expectation for, reported like one: repeated rows, a text column that is not text, label
+    spellings, kinds and conflicts, classes, rare labels and imbalance, near-duplicates, time parsing."""
+    from tuneline.text_checks import duplicate_keys, find_near_duplicates, imbalance_ratio
 
     outcomes: list[ExpectationOutcome] = []
     if "text" not in frame.columns or "label" not in frame.columns:
         return outcomes
     if checks is not None:
-        outcomes.append(_repeat_outcome(frame, task, checks))
+        keys = duplicate_keys(list(frame["text"]))  # "the same text", as cleaning drops it: computed once
+        outcomes.append(_repeat_outcome(frame, task, checks, keys, settings))
+        # Generation inputs can be numbers (number to words) or one instruction for many targets; the generation
+        # suite bounds its distinct inputs instead.
+        if task in ("classification", "regression"):
+            outcomes += _text_column_outcomes(frame, checks, keys, settings)
         if task == "classification":
-            outcomes += _label_outcomes(frame, checks, allowed_labels)
-    if split is not None and split.near_duplicates == "ignore":
-        outcomes.append(_leak_outcome(frame, split))
+            outcomes += _label_form_outcomes(frame, checks, keys, settings)
+            outcomes += _label_outcomes(frame, checks, allowed_labels, settings)
     if checks is not None and task == "classification" and frame["label"].notna().any():
         ratio = imbalance_ratio(frame["label"].dropna())
         counts = frame["label"].value_counts()
@@ -285,7 +489,8 @@ def _custom_outcomes(frame: pd.DataFrame, task: str, checks: TextChecksConfig | 
             success=bound is None or ratio <= bound,
             observed_value=f"{ratio:.2f} ({counts.index[0]!s}: {counts.iloc[0]} rows, {counts.index[-1]!s}: "
                            f"{counts.iloc[-1]} rows)" + ("" if bound is None else f", allowed {bound:.2f}"),
-            note="most over least frequent label" + (" (reported only)" if bound is None else "")))
+            note="most over least frequent label" + (" (reported only)" if bound is None else ""),
+            setting=settings.named("data.checks.max_imbalance_ratio")))
     if split is not None and split.near_duplicates != "ignore":
         near = find_near_duplicates(frame["text"], split.near_duplicate_threshold, split.near_duplicate_ngram)
         rows = frame["row"].to_numpy() if "row" in frame.columns else np.arange(len(frame))
@@ -299,7 +504,8 @@ def _custom_outcomes(frame: pd.DataFrame, task: str, checks: TextChecksConfig | 
             observed_value=f"{near.group_count} groups of near-duplicates ({near.grouped_rows} rows, largest "
                            f"{largest}); {handling[split.near_duplicates]}",
             example_rows=examples,
-            note=f"normalised {split.near_duplicate_ngram}-gram Jaccard >= {split.near_duplicate_threshold}"))
+            note=f"normalised {split.near_duplicate_ngram}-gram Jaccard >= {split.near_duplicate_threshold}",
+            setting=settings.named("split.near_duplicates", "split.near_duplicate_threshold")))
     if split is not None and split.strategy == "time" and split.time_column in frame.columns:
         from tuneline.data import time_order
         from tuneline.errors import SplitError
@@ -311,14 +517,15 @@ def _custom_outcomes(frame: pd.DataFrame, task: str, checks: TextChecksConfig | 
             success, observed = False, str(exc)
         outcomes.append(ExpectationOutcome(
             expectation="expect_column_values_to_be_times", column=split.time_column, success=success,
-            observed_value=observed, note="split.strategy time orders rows by it"))
+            observed_value=observed, note="split.strategy time orders rows by it",
+            setting=settings.named("split.time_column")))
     return outcomes
 
 
 def validate_frame(
     frame: pd.DataFrame, suite: str, allowed_labels: list[str] | None = None, task: str = "classification",
     checks: TextChecksConfig | None = None, max_length: int | None = None, tokenizer=None,
-    split: SplitConfig | None = None,
+    split: SplitConfig | None = None, *, data: DataConfig | None = None,
 ) -> ValidationReport:
     """Run the suite on the frame; return every expectation's outcome (does not raise on failure).
 
@@ -331,20 +538,34 @@ def validate_frame(
     response of causal_lm data and the chat template, label imbalance and the number of classes,
     repeated rows (data.checks.max_duplicate_share); token lengths too when `tokenizer` and
     `max_length` are given; with `split` the group / time column, labels too rare to reach every
-    split, the near-duplicate groups the split will keep together, and (split.near_duplicates=ignore)
-    the copies it would leak across splits.
+    split and the near-duplicate groups the split will keep together. Classification and
+    regression: a text column of numbers or of one repeated value (with the column that looks
+    like text). Classification: labels spelt several ways, numbers mixed with words (unless
+    data.labels lists the labels), and texts given different labels.
+
+    `data` (the run's DataConfig; `checks` defaults to its `checks`) names the settings and the
+    user's columns in each outcome; without it, the defaults are named.
     """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.exceptions import SuiteParameterError
 
+    from tuneline.config import DataConfig, TextChecksConfig
+
+    if data is None:
+        listed = list(allowed_labels or [])
+        data = DataConfig(expectation_suite=suite, checks=checks or TextChecksConfig(),
+                          labels=listed if len(listed) >= 2 and len(set(listed)) == len(listed) else None)
+    elif checks is None:
+        checks = data.checks
     if task == "regression" and "label" in frame.columns:
         frame = frame.assign(label_value=pd.to_numeric(frame["label"], errors="coerce").astype(float))
     suite_path = resolve_suite_path(suite)
+    settings = _Settings(data=data, split=split, max_length=max_length, suite_path=suite_path, suite_name=suite)
     expectation_suite = load_suite(suite_path)
     lengths, extra = None, []
     if checks is not None:
-        frame, extra, lengths = _text_check_expectations(frame, task, checks, max_length, tokenizer, split)
+        frame, extra, lengths = _text_check_expectations(frame, task, checks, max_length, tokenizer, split, settings)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     expectation_suite = context.suites.add(expectation_suite)
@@ -369,11 +590,15 @@ def validate_frame(
             "a classification suite takes allowed_labels: check data.expectation_suite matches the task"
         ) from None
     outcomes = [_outcome(r) for r in result.results]
+    # A suite's own expectation is governed by the suite file, or by the setting its meta names (data.labels).
+    outcomes = [replace(o, setting=settings.suite() if o.setting is None else
+                        o.setting if "=" in o.setting else settings.named(o.setting)) for o in outcomes]
     if "pii_found" in frame.columns:
         found = frame["pii_found"][frame["pii_found"] != ""].str.split(", ").explode().value_counts()
         counts = ", ".join(f"{kind}: {int(n)} rows" for kind, n in found.items()) or "none found"
         outcomes = [replace(o, observed_value=counts) if o.column == "pii_found" else o for o in outcomes]
-    outcomes += _custom_outcomes(frame, task, checks, split, allowed_labels)
+    outcomes += _custom_outcomes(frame, task, checks, split, allowed_labels, settings)
+    outcomes = [_in_user_columns(o, settings.columns()) for o in outcomes]
     return ValidationReport(
         suite=expectation_suite.name,
         success=all(o.success for o in outcomes),
@@ -384,7 +609,17 @@ def validate_frame(
     )
 
 
-def check_splits(splits: SplitResult, checks: TextChecksConfig, task: str, near_duplicates: str = "group") -> ValidationReport:
+def _in_user_columns(outcome: ExpectationOutcome, names: dict[str, str]) -> ExpectationOutcome:
+    """The outcome with the user's column names (`score`, not `label` or `label_value`), in its column and rows."""
+    def name(key: str) -> str:
+        return names.get(key, key) if key in ("text", "label", "label_value") else key
+
+    return replace(outcome, column=name(outcome.column) if outcome.column else outcome.column,
+                   example_rows=tuple({name(key): value for key, value in row.items()} for row in outcome.example_rows))
+
+
+def check_splits(splits: SplitResult, checks: TextChecksConfig, task: str, near_duplicates: str = "group",
+                 split: SplitConfig | None = None) -> ValidationReport:
     """The checks that need the split: every label in every split (classification), and no near-duplicate across.
 
     The near-duplicate outcome reports what `split_dataset` did; the split itself refuses a result
@@ -403,7 +638,10 @@ def check_splits(splits: SplitResult, checks: TextChecksConfig, task: str, near_
             unexpected_count=len(short),
             observed_value=f"fewest rows of a label in a split: {int(counts.min().min())}; imbalance ratio {ratios}",
             example_rows=tuple(short[:EXAMPLE_ROWS]),
-            note=f"at least {checks.min_rows_per_label} rows of each label in train, validation and test"))
+            note=f"at least {checks.min_rows_per_label} rows of each label in train, validation and test",
+            setting=f"data.checks.min_rows_per_label={checks.min_rows_per_label}" + (
+                f", split.train_fraction={split.train_fraction}, split.validation_fraction="
+                f"{split.validation_fraction}, split.test_fraction={split.test_fraction}" if split is not None else "")))
     if near_duplicates == "ignore":
         observed, note = "not looked for", "split.near_duplicates=ignore"
     else:
@@ -412,7 +650,8 @@ def check_splits(splits: SplitResult, checks: TextChecksConfig, task: str, near_
         note = f"checked after the {splits.strategy} split (split.near_duplicates={near_duplicates})"
     outcomes.append(ExpectationOutcome(
         expectation="expect_no_near_duplicates_across_splits", column="text", success=True,
-        unexpected_count=None if near_duplicates == "ignore" else 0, observed_value=observed, note=note))
+        unexpected_count=None if near_duplicates == "ignore" else 0, observed_value=observed, note=note,
+        setting=f"split.near_duplicates={near_duplicates}"))
     return ValidationReport(suite="split checks", success=all(o.success for o in outcomes),
                             evaluated=len(outcomes), outcomes=tuple(outcomes))
 
@@ -423,5 +662,7 @@ def raise_for_failures(report: ValidationReport, source: str) -> None:
         return
     lines = [f"{source} failed {len(report.failures)} of {report.evaluated} expectations of suite {report.suite!r}:"]
     lines += [f"  - {failure.describe()}" for failure in report.failures]
-    lines.append("Nothing was trained or registered. Fix the data (rows are 0-based positions in the file) or the suite.")
+    lines.append("Nothing was trained or registered. Fix the data (rows are 0-based positions in the file), or, if the "
+                 "data is right, change the setting named on its line (for an expectation of a suite file, point "
+                 "data.expectation_suite at a copy of the file with the expectation changed).")
     raise DataValidationError("\n".join(lines), failures=[f.__dict__ for f in report.failures])

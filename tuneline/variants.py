@@ -2,7 +2,8 @@
 
 PyTorch FP32, ONNX FP32 and the INT8 file are each run over the test split:
 file size, batch-1 latency, throughput at the evaluation batch size, and the
-task's metrics. `check_quantized` refuses an INT8 file that lost too much.
+task's metrics. `check_quantized` refuses an INT8 file that lost too much: more
+than the point bound, and significantly so by a paired test on the same rows.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class VariantResult:
     latency_ms: float  # median of single-row calls
     rows_per_second: float  # the whole test split at the evaluation batch size, tokenization included
     metrics: dict[str, float] = field(default_factory=dict)
+    # Per-row scores on the test split, in row order (`tuneline.evaluation.row_scores`): the paired test's input
+    per_row: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def row(self, task: str, reference: VariantResult | None = None) -> dict[str, object]:
         """One line of the variants table; `reference` (PyTorch FP32) gives the change column."""
@@ -138,8 +141,11 @@ def measure(name: str, path: Path, run: Callable[[list[str]], np.ndarray | list[
         parts.append(run(texts[offset : offset + batch_size]))
     seconds = time.perf_counter() - start
     outputs = [text for part in parts for text in part] if task in GENERATIVE_TASKS else np.concatenate(parts)
+    from tuneline.evaluation import row_scores
+
     result = VariantResult(name, path.name, folder_bytes(path), 1000 * statistics.median(latencies),
-                           len(texts) / seconds, score(task, outputs, targets, labels, lowercase))
+                           len(texts) / seconds, score(task, outputs, targets, labels, lowercase),
+                           row_scores(task, outputs, targets, labels, lowercase))
     log.info("%s: %.1f MB, %.1f ms at batch 1, %.0f rows/s, %s", name, result.bytes / 1e6, result.latency_ms,
              result.rows_per_second, {k: round(v, 4) for k, v in result.metrics.items()})
     return result
@@ -185,18 +191,34 @@ def compare_generative_variants(task: str, model_dir: Path, generator_dir: Path,
     return [measure(name, path, run, texts, targets, task, (), batch_size, lowercase) for name, path, run in runs]
 
 
-def check_quantized(task: str, variants: list[VariantResult], max_drop: float, quantization: str) -> str:
-    """Raise `QuantizationAccuracyError` when the INT8 variant lost more than `max_drop` against PyTorch FP32.
+def check_quantized(task: str, variants: list[VariantResult], max_drop: float, quantization: str,
+                    significance: float = 0.05) -> str:
+    """Raise `QuantizationAccuracyError` when the INT8 variant lost more than `max_drop` against PyTorch FP32
+    and a paired test on the same test rows finds the loss significant (p-value at most `significance`).
 
-    Returns the line that goes on record when it passes.
+    The test: McNemar's exact test on per-row correctness (classification), the Wilcoxon signed-rank test on
+    per-row squared errors (regression) or sentence ROUGE-L (generation). Variants without per-row scores are
+    judged by the point bound alone. Returns the line that goes on record when it passes.
     """
+    from tuneline.evaluation import PAIRED_SERIES, paired_test
+
     if len(variants) < 3:
         return "no quantized variant"
     metric, reference, quantized = CHECKED_METRIC[task], variants[0], variants[-1]
     drop = (reference.metrics[metric] - quantized.metrics[metric]) * _TO_FRACTION.get(metric, 1.0)
     line = (f"{quantized.name} {metric} {quantized.metrics[metric]:.4f} vs PyTorch FP32 {reference.metrics[metric]:.4f}: "
             f"loss {drop:+.4f}, allowed export.max_accuracy_drop {max_drop:.4f}")
-    if drop > max_drop + 1e-12:
+    series = PAIRED_SERIES[metric]
+    ours, theirs = reference.per_row.get(series), quantized.per_row.get(series)
+    significant = True
+    if ours is not None and theirs is not None and len(ours) == len(theirs):
+        test = paired_test(series, ours, theirs)
+        significant = test.significant(significance)
+        line += (f"; {test.describe(reference.name, quantized.name)}: "
+                 f"{'significant' if significant else 'not significant'} at export.significance {significance:g}")
+    else:
+        line += " (no per-row scores for a paired test: the point bound decides)"
+    if drop > max_drop + 1e-12 and significant:
         advice = {
             "dynamic": "try quantization=static (calibrated activation ranges), keep sensitive layers in FP32 with "
                        "export.keep_fp32 (e.g. ['/classifier/*', '*/layer.0/*']), or quantization=none",

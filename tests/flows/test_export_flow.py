@@ -26,7 +26,12 @@ def champion(prefect_harness, state, tmp_path) -> str:
     config = load_config(overrides=[f"data.path={path}", "train.max_steps=2", "train.batch_size=16",
                                     "train.max_length=48", "export.parity_rows=16", f"registry.model_name={MODEL}",
                                     "export.max_accuracy_drop=1.0"])
-    return retrain(config=config).version
+    summary = retrain(config=config)
+    if summary.alias != CHAMPION:  # 2 MiniLM steps may stay under the gate's floor: this test needs a champion only
+        from tuneline.registry import move_alias
+
+        move_alias(MODEL, CHAMPION, summary.version, "the export flow's source")
+    return summary.version
 
 
 def test_a_champion_is_reexported_as_a_new_unaliased_version(champion, state):

@@ -10,13 +10,19 @@ import pytest
 from prefect import flow
 
 from tasks.promote import await_signoff, gate_and_promote
+from tests.conftest import make_reviews
 from tuneline import gating, registry
 from tuneline.config import PromotionConfig, SignoffConfig, load_config
 from tuneline.data import BUILTIN_SAMPLE, SplitResult, content_hash, load_dataset
+from tuneline.evaluation import Baseline, Baselines
 from tuneline.promotion import Decision, ModelMetrics, decide, needs_signoff
 from tuneline.registry import CHALLENGER, CHAMPION, RegisteredVersion, client
 
 MODEL = "signoff-model"
+# The floor on the candidate fixture's 30 test rows, as plain values: both versions clear it
+BASELINES = Baselines(Baseline("majority class", "always 'negative'", {"accuracy": 0.5, "macro_f1": 0.33}),
+                      Baseline("bag-of-words", "TF-IDF + logistic regression", {"accuracy": 0.7, "macro_f1": 0.7}),
+                      rows=30)
 
 
 class Responder(threading.Thread):
@@ -108,7 +114,7 @@ def _config(version: RegisteredVersion, **signoff):
 @flow(name="gate-with-signoff")
 def gate_with_signoff(version, splits, metrics, config):
     """The gate and sign-off steps exactly as flows/retrain.py runs them."""
-    gate = gate_and_promote(version, splits, metrics, config)
+    gate = gate_and_promote(version, splits, metrics, config, BASELINES)
     if gate.awaiting_signoff:
         gate = await_signoff(version, gate, metrics, config)
     return gate
@@ -122,7 +128,7 @@ def test_approval_moves_the_champion_and_records_who_and_why(prefect_harness, ca
     person.join(timeout=30)
     assert person.error is None
     # What the person saw: the candidate-vs-champion table and an approve/reject form.
-    assert "| accuracy (primary) | 0.85 | 0.8 | +0.0500 | yes |" in person.description
+    assert "| accuracy (primary) | 0.85 | 0.8 | +0.0500 | yes | 0.5 | 0.7 |" in person.description  # baselines too
     assert "vs champion version 1" in person.description
     assert person.schema["properties"]["decision"]["enum"] == ["approve", "reject"]
     assert (result.alias, result.signoff) == (CHAMPION, "approved")
@@ -168,11 +174,13 @@ def test_below_margin_asks_only_for_a_narrow_win(prefect_harness, candidate):
 
 def test_the_policy_is_a_pure_function_of_the_gate_decision():
     champion, policy = ModelMetrics({"accuracy": 0.80, "macro_f1": 0.8}), PromotionConfig()
-    narrow = decide(ModelMetrics({"accuracy": 0.805, "macro_f1": 0.8}), champion, policy)
-    clear = decide(ModelMetrics({"accuracy": 0.90, "macro_f1": 0.8}), champion, policy)
-    worse = decide(ModelMetrics({"accuracy": 0.70, "macro_f1": 0.8}), champion, policy)
-    first = decide(ModelMetrics({"accuracy": 0.5, "macro_f1": 0.5}), None, policy)
-    assert narrow.margin == pytest.approx(0.005) and first.margin is None
+    narrow = decide(ModelMetrics({"accuracy": 0.805, "macro_f1": 0.8}), champion, policy, BASELINES)
+    clear = decide(ModelMetrics({"accuracy": 0.90, "macro_f1": 0.8}), champion, policy, BASELINES)
+    worse = decide(ModelMetrics({"accuracy": 0.75, "macro_f1": 0.8}), champion, policy, BASELINES)
+    first = decide(ModelMetrics({"accuracy": 0.75, "macro_f1": 0.75}), None, policy, BASELINES)
+    below_floor = decide(ModelMetrics({"accuracy": 0.5, "macro_f1": 0.5}), None, policy, BASELINES)
+    assert narrow.margin == pytest.approx(0.005) and first.margin is None and not below_floor.promote
+    assert not any(needs_signoff(below_floor, SignoffConfig(policy=p)) for p in ("always", "below_margin"))
     below = SignoffConfig(policy="below_margin", margin=0.01)
     assert [needs_signoff(d, below) for d in (narrow, clear, worse, first)] == [True, False, False, False]
     assert [needs_signoff(d, SignoffConfig(policy="always")) for d in (narrow, clear, worse, first)] == [True, True, False, True]
@@ -184,7 +192,7 @@ def test_an_approval_after_the_champion_moved_is_not_applied(candidate):
     version, splits, metrics = candidate
     config = _config(version, policy="always")
     gate = gating.run_gate(version.name, version.version, ModelMetrics(metrics, content_hash(splits.test)), splits.test,
-                           config.promotion, 64, 8)
+                           config.promotion, 64, 8, baselines=BASELINES)
     assert gate.awaiting_signoff and gate.alias == CHALLENGER
     assert client().get_model_version(version.name, version.version).tags["signoff.status"] == "pending"
     other = _version(version.name, {"accuracy": 0.9, "macro_f1": 0.9}, content_hash(splits.test))
@@ -197,16 +205,22 @@ def test_an_approval_after_the_champion_moved_is_not_applied(candidate):
 
 @pytest.mark.e2e
 def test_the_retrain_flow_pauses_for_approval_then_for_rejection(prefect_harness, state, tmp_path, tiny_bert):
-    """The real retrain flow (a tiny random BERT, 2 steps): approved, the first version becomes champion;
-    rejected, the second stays challenger and the champion does not move."""
+    """The real retrain flow (a tiny random BERT): approved, the first version becomes champion; rejected, the
+    second stays challenger and the champion does not move.
+
+    Only a candidate that clears the floor is put to a person, so the tiny model gets reviews it can learn in 60
+    steps (a word of praise or of complaint in each): it scores 1.0 on the test split, which the bag-of-words
+    baseline also reaches (a perfect score need only be matched). After 2 steps it would tie the majority class
+    and be held without asking anyone."""
     from flows.retrain import retrain
 
-    frame = load_dataset(BUILTIN_SAMPLE, "text", "label").frame.sample(200, random_state=4)
-    frame.loc[frame.index[0], "text"] = "arrived late, write to me at dana@example.com"  # reported, not fatal
+    frame = make_reviews(100)
+    frame.loc[0, "text"] = "arrived late, write to me at dana@example.com"  # reported, not fatal
     path = tmp_path / "reviews.csv"
     frame[["text", "label"]].to_csv(path, index=False)
     config = load_config(overrides=[
-        f"data.path={path}", f"train.base_model={tiny_bert}", "train.max_steps=2", "train.batch_size=16",
+        f"data.path={path}", f"train.base_model={tiny_bert}", "train.max_steps=60", "train.learning_rate=1e-3",
+        "train.batch_size=16",
         "train.max_length=48", "export.parity_rows=8", "export.max_accuracy_drop=1.0", "registry.model_name=signed",
         "promotion.signoff.policy=always", "promotion.signoff.poll_seconds=1",
     ])
@@ -217,6 +231,9 @@ def test_the_retrain_flow_pauses_for_approval_then_for_rejection(prefect_harness
     assert person.error is None and "Sign-off: signed version 1 vs no champion yet" in person.description
     assert (first.version, first.alias) == ("1", CHAMPION)
     assert first.gate_reasons[0] == "signed off by erin: first model"
+    assert first.torch_metrics["accuracy"] == 1.0
+    assert any(r.startswith("floor: accuracy 1.0000 vs bag-of-words baseline 1.0000") for r in first.gate_reasons)
+    assert "| accuracy (primary) | 1.0 |  |  |  | 0.5 | 1.0 |" in person.description  # the baselines beside it
     version = client().get_model_version("signed", "1")
     assert version.tags["signoff.decision"] == "approved" and version.tags["split.strategy"] == "random"
     assert version.tags["rows.pii_masked"] == "0" and version.tags["validation.pii_policy"] == "report"

@@ -100,8 +100,12 @@ def test_each_algorithm_runs_a_study_end_to_end(prefect_harness, state, reviews_
             tune(config=changed)
         assert len(_study(config).trials) == expected
     if algorithm == "tpe":  # the best config went through retrain and its gate
-        assert summary.retrain.version == "1" and summary.retrain.alias == CHAMPION
-        registered = client().get_model_version_by_alias(MODEL, CHAMPION)
+        # 4 tiny-BERT steps may not clear the gate's floor (the majority class, bag-of-words): either way the gate
+        # decided, and said why when it held the version
+        assert summary.retrain.version == "1" and summary.retrain.alias in (CHAMPION, "challenger")
+        if summary.retrain.alias != CHAMPION:
+            assert any("baseline" in reason for reason in summary.retrain.gate_reasons), summary.retrain.gate_reasons
+        registered = client().get_model_version(MODEL, "1")
         run_params = client().get_run(registered.run_id).data.params
         assert float(run_params["train.learning_rate"]) == pytest.approx(best.params["train.learning_rate"])
 

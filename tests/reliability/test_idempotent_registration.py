@@ -94,6 +94,9 @@ def test_the_export_flow_run_again_returns_the_version_it_registered(prefect_har
         "train.batch_size=16", "split.train_fraction=0.6", "split.validation_fraction=0.2",
         "split.test_fraction=0.2", "export.parity_rows=8", "export.max_accuracy_drop=1.0",
         "registry.model_name=reexported"])).version
+    from tuneline import registry
+
+    registry.move_alias("reexported", registry.CHAMPION, champion, "2 tiny steps stay under the gate's floor")
     settings = ExportConfig(quantization="none", max_accuracy_drop=1.0)
 
     first = export(name="reexported", version="champion", settings=settings)

@@ -26,12 +26,15 @@ def split_only(cleaned, config, run_id: str):
 
 @pytest.fixture
 def tickets_csv(tmp_path):
-    """Support tickets by 30 customers, one customer's email in a text, and a near-copy across customers."""
+    """Support tickets by 30 customers, one customer's email in a text, a near-copy across customers (c99), and a
+    copy in capitals (c98): the same text, which cleaning drops."""
     rng = np.random.default_rng(3)
     frame = generate_reviews(300, seed=3)[["text", "label"]]
     frame["customer"] = rng.choice([f"c{i:02d}" for i in range(30)], len(frame))
     frame.loc[5, "text"] = "Refund please, reach me at pat@example.net"
-    frame.loc[len(frame)] = {"text": frame.loc[7, "text"].upper(), "label": frame.loc[7, "label"], "customer": "c99"}
+    frame.loc[len(frame)] = {"text": frame.loc[7, "text"].upper() + " Truly.", "label": frame.loc[7, "label"],
+                             "customer": "c99"}
+    frame.loc[len(frame)] = {"text": frame.loc[7, "text"].upper(), "label": frame.loc[7, "label"], "customer": "c98"}
     path = tmp_path / "tickets.csv"
     frame.to_csv(path, index=False)
     return path
@@ -49,6 +52,9 @@ def test_group_split_stage_masks_pii_and_records_lineage(prefect_harness, state,
     assert not (customers[0] & customers[1] or customers[0] & customers[2] or customers[1] & customers[2])
     copy_and_original = {name for name, part in splits.parts().items() if {"c99"} & set(part["customer"])}
     assert len(copy_and_original) == 1 and splits.near_duplicate_groups >= 1
+    home = splits.parts()[copy_and_original.pop()]
+    assert 7 in set(home["row"])  # the near-copy is in its original's split, though another customer wrote it
+    assert dict(zip(cleaned.dropped["customer"], cleaned.dropped["reason"])) == {"c98": "duplicate of row 7"}
     assert cleaned.masked == 1 and "pat@example.net" not in " ".join(pd.concat(splits.parts().values())["text"])
     run = registry.client().get_run(run_id)
     tags = run.data.tags

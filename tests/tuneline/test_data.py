@@ -12,6 +12,8 @@ from tuneline.data import (
     check_disjoint,
     clean_dataset,
     clean_text,
+    content_hash,
+    file_hash,
     label_names,
     load_dataset,
     regression_targets,
@@ -20,6 +22,7 @@ from tuneline.data import (
 )
 from tuneline.errors import ConfigError, DataLoadError, DataValidationError, SplitError
 from tuneline.sample_data import SAMPLE_PATH, generate_reviews
+from tuneline.text_checks import duplicate_keys
 
 
 def _write(frame: pd.DataFrame, path, fmt: str):
@@ -46,7 +49,11 @@ def test_every_format_gives_the_same_frame_and_hash(tmp_path, fmt, name):
     assert result.rows == 10
     assert list(result.frame["text"]) == list(source["review"])
     reference = load_dataset(str(_csv(tmp_path, source)), "review", "sentiment")
-    assert result.content_hash == reference.content_hash
+    assert content_hash(result.frame) == content_hash(reference.frame)  # the rows' hash: a split's data.hash.<split>
+    # The file's hash is of its bytes: the one `tuneline land` announces and a run records as data.hash.
+    assert result.content_hash == file_hash(tmp_path / name)
+    if fmt != "datasets":
+        assert result.content_hash == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()  # = sha256sum
 
 
 def _csv(tmp_path, frame):
@@ -164,7 +171,7 @@ def test_regression_labels_are_canonical_numbers_whatever_the_format(tmp_path):
     parquet = load_dataset(str(tmp_path / "d.parquet"), "text", "score", task="regression")
     csv = load_dataset(str(tmp_path / "d.csv"), "text", "score", task="regression")
     assert list(csv.frame["label"]) == ["3.0", "2.5", "-1.0", "1e+20"]
-    assert csv.content_hash == parquet.content_hash
+    assert content_hash(csv.frame) == content_hash(parquet.frame)
     # Classification keeps labels as written: "3" is a class name.
     assert load_dataset(str(tmp_path / "d.csv"), "text", "score").frame["label"][0] == "3"
 
@@ -209,11 +216,12 @@ def test_generation_cleaning_keeps_targets_verbatim_and_several_references(task)
     result = clean_dataset(frame, task=task)
     # A causal-LM prompt keeps its format (markup, spacing): it is what the model reads at inference.
     first = "Fix the bug" if task == "seq2seq" else "<b>Fix</b> the  bug"
-    assert list(result.frame["text"]) == [first, "fix the bug", "fix the bug", "summarise it"]
+    assert list(result.frame["text"]) == [first, "fix the bug", "summarise it"]
     # Case, newlines, indentation and angle brackets of a target are what the model must learn to write.
-    assert list(result.frame["label"]) == ["Step 1:\n  Read <the> log", "patch it", "Step 1:\n  Read <the> log", "It, in SHORT."]
+    assert list(result.frame["label"]) == ["Step 1:\n  Read <the> log", "patch it", "It, in SHORT."]
     reasons = dict(zip(result.dropped["row"], result.dropped["reason"]))
-    assert reasons == {4: "empty target", 5: "empty target"}
+    # Row 2 is row 0 again (the same input up to markup and case, the same target): one input, one target, once.
+    assert reasons == {2: "duplicate of row 0", 4: "empty target", 5: "empty target"}
     exact = clean_dataset(pd.concat([frame, frame.iloc[[3]].assign(row=6)], ignore_index=True), task=task)
     assert dict(zip(exact.dropped["row"], exact.dropped["reason"]))[6] == "duplicate of row 3"
 
@@ -257,3 +265,48 @@ def test_labels_and_unknown_tasks_are_refused():
         split_dataset(_scores(), ("low", "high"), 0.8, 0.1, 0.1, seed=0, task="regression")
     with pytest.raises(ConfigError, match="unknown task 'ranking'"):
         clean_dataset(_scores(), task="ranking")
+
+
+def test_no_copy_crosses_splits_even_when_near_duplicates_are_ignored():
+    """Copies that differ only in case and punctuation are dropped by cleaning, so a split that does not look for
+    near-duplicates cannot put one in training and one in test."""
+    frame = generate_reviews(200, seed=4, label_noise=0.0)[["text", "label"]]
+    copies = frame.iloc[[3, 8, 15, 40]].assign(text=lambda f: f["text"].str.lower().str.rstrip(".!") + "!!")
+    both = pd.concat([frame, copies], ignore_index=True).assign(row=lambda f: range(len(f)))
+    cleaned = clean_dataset(both)
+    assert sorted(cleaned.dropped["row"]) == [200, 201, 202, 203]
+    assert list(cleaned.dropped["reason"]) == [f"duplicate of row {r}" for r in (3, 8, 15, 40)]
+    for seed in range(3):
+        splits = split_dataset(cleaned.frame, ("negative", "positive"), 0.8, 0.1, 0.1, seed=seed,
+                               near_duplicates="ignore")
+        keys = [set(duplicate_keys(list(part["text"]))) for part in splits.parts().values()]
+        assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+
+
+def test_jsonl_with_a_byte_order_mark_reads(tmp_path):
+    """Notepad and PowerShell write UTF-8 with a byte-order mark; it is not part of the first record."""
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in make_reviews(3).to_dict("records")).encode())
+    frame = load_dataset(str(path), "text", "label").frame
+    assert list(frame["text"]) == list(make_reviews(3)["text"])
+    path.write_bytes(path.read_bytes().replace(b'"label"', b'"label', 1))
+    with pytest.raises(DataLoadError, match="line 1 is not valid JSON"):
+        load_dataset(str(path), "text", "label")
+
+
+def test_a_text_column_beside_the_mapped_one_keeps_its_values(tmp_path):
+    path = tmp_path / "d.csv"
+    make_reviews(3).assign(review=lambda f: f["text"].str.upper()).to_csv(path, index=False)
+    frame = load_dataset(str(path), "review", "label").frame
+    assert list(frame.columns) == ["row", "source_text", "label", "text"]
+    assert frame["text"][0] == make_reviews(3)["text"][0].upper() and frame["source_text"][0] == make_reviews(3)["text"][0]
+
+
+def test_a_symbolic_link_loop_or_a_dangling_link_is_named(tmp_path):
+    (tmp_path / "a.csv").symlink_to("b.csv")
+    (tmp_path / "b.csv").symlink_to("a.csv")
+    with pytest.raises(DataLoadError, match="a.csv is a symbolic link loop"):
+        load_dataset(str(tmp_path / "a.csv"), "text", "label")
+    (tmp_path / "c.csv").symlink_to(tmp_path / "gone.csv")
+    with pytest.raises(DataLoadError, match=f"c.csv is a symbolic link to {tmp_path / 'gone.csv'}, which does not"):
+        load_dataset(str(tmp_path / "c.csv"), "text", "label")

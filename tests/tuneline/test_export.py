@@ -122,6 +122,53 @@ def test_a_quantized_model_that_lost_too_much_is_refused_with_advice():
         check_quantized("regression", regression, 0.05, "static")
 
 
+def _classifier_variants(rows: int, fp32_right: list[bool], int8_right: list[bool]) -> list[VariantResult]:
+    """PyTorch FP32, ONNX FP32 and INT8 with per-row correctness on the same `rows` test rows."""
+    def variant(name, right):
+        return VariantResult(name, "f", 1, 1.0, 1.0, {"accuracy": sum(right) / rows, "macro_f1": sum(right) / rows},
+                             {"correct": tuple(float(r) for r in right)})
+    return [variant("PyTorch FP32", fp32_right), variant("ONNX FP32", fp32_right),
+            variant("ONNX INT8 (dynamic)", int8_right)]
+
+
+def test_one_row_of_30_changed_by_int8_is_not_a_failure():
+    fp32 = [i < 27 for i in range(30)]
+    int8 = [i < 26 for i in range(30)]  # one more row wrong: 3.3 points on 30 rows
+    line = check_quantized("classification", _classifier_variants(30, fp32, int8), 0.01, "dynamic", 0.05)
+    assert line == ("ONNX INT8 (dynamic) accuracy 0.8667 vs PyTorch FP32 0.9000: loss +0.0333, allowed "
+                    "export.max_accuracy_drop 0.0100; McNemar's exact test on 30 paired rows: 1 right only in PyTorch "
+                    "FP32, 0 right only in ONNX INT8 (dynamic), p=1: not significant at export.significance 0.05")
+    # significance 1: the point bound alone decides, as before
+    with pytest.raises(QuantizationAccuracyError, match=r"loss \+0\.0333"):
+        check_quantized("classification", _classifier_variants(30, fp32, int8), 0.01, "dynamic", 1.0)
+
+
+def test_a_1_5_point_int8_loss_on_10000_rows_is_a_failure():
+    rows = 10_000
+    fp32 = [i < 9_000 for i in range(rows)]
+    int8 = [(r and not 8_750 <= i < 9_000) or 9_000 <= i < 9_100 for i, r in enumerate(fp32)]  # 250 lost, 100 won
+    with pytest.raises(QuantizationAccuracyError) as caught:
+        check_quantized("classification", _classifier_variants(rows, fp32, int8), 0.01, "dynamic", 0.05)
+    message = str(caught.value)
+    assert "accuracy 0.8850 vs PyTorch FP32 0.9000: loss +0.0150" in message
+    assert "McNemar's exact test on 10000 paired rows: 250 right only in PyTorch FP32, 100 right only in ONNX INT8" \
+        in message and ": significant at export.significance 0.05" in message
+    assert float(re.search(r"p=([0-9.e+-]+)", message).group(1)) < 1e-10
+    # the same loss within the point bound passes, with the test on record
+    assert "p=" in check_quantized("classification", _classifier_variants(rows, fp32, int8), 0.02, "dynamic", 0.05)
+
+
+def test_a_regressors_int8_loss_is_tested_on_per_row_squared_errors():
+    errors = [0.1 * (i % 9) for i in range(300)]
+    def variant(name, r2, shift):
+        return VariantResult(name, "f", 1, 1.0, 1.0, {"mse": 1.0, "mae": 1.0, "r2": r2},
+                             {"squared_error": tuple((e + shift) ** 2 for e in errors)})
+    variants = [variant("PyTorch FP32", 0.8, 0.0), variant("ONNX FP32", 0.8, 0.0), variant("ONNX INT8 (static)", 0.7, 0.3)]
+    with pytest.raises(QuantizationAccuracyError, match=r"Wilcoxon signed-rank test on 300 paired rows: ONNX INT8 "
+                                                        r"\(static\) worse on 300, better on 0"):
+        check_quantized("regression", variants, 0.05, "static")
+
+
 def test_onnx_runtime_path_matches_pytorch(exported, tiny_bert):
     classifier = OnnxClassifier(exported.onnx_path, tiny_bert, max_length=64)
     expected = predict_proba(tiny_bert, TEXTS, max_length=64, device="cpu")

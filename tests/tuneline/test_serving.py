@@ -58,8 +58,13 @@ def registered_classifiers(tiny_bert, tmp_path_factory, name: str = MODEL, versi
 
 @pytest.fixture(scope="module")
 def home(tiny_bert, tmp_path_factory):
-    """A registry holding two versions of a tiny classifier (different weights), champion on version 1."""
-    return registered_classifiers(tiny_bert, tmp_path_factory)
+    """A registry holding two versions of a tiny classifier (different weights), champion on version 1; this
+    module's tests read it."""
+    home = registered_classifiers(tiny_bert, tmp_path_factory)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNELINE_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield home
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,22 @@
 """The checks built for fine-tuning text, each on small crafted data: one that passes, one that fails with the right message."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from tests.conftest import make_pairs, make_reviews
-from tuneline.config import SplitConfig, TextChecksConfig
-from tuneline.data import BUILTIN_SAMPLE, SplitResult, clean_dataset, load_dataset
+from tuneline.config import DataConfig, SplitConfig, TextChecksConfig
+from tuneline.data import BUILTIN_SAMPLE, SplitResult, clean_dataset, label_names, load_dataset, split_dataset
 from tuneline.errors import ConfigError, DataValidationError
 from tuneline.text_checks import (
+    duplicate_key,
     find_near_duplicates,
     find_pii,
     length_histogram,
     load_tokenizer,
+    label_spellings,
     luhn_valid,
     mask_pii,
     normalise_text,
@@ -33,9 +37,13 @@ def _reviews(n_per_label: int = 20) -> pd.DataFrame:
     return make_reviews(n_per_label).assign(row=lambda f: range(len(f)))
 
 
-def _validate(frame, task="classification", checks=None, **kwargs):
+def _validate(frame, task="classification", checks=None, labels=LABELS, **kwargs):
     suite = {"classification": "text_classification", "causal_lm": "text_generation"}[task]
-    labels = LABELS if task == "classification" else None
+    if task != "classification":
+        labels = None
+    elif labels is None:  # data.labels unset: the data's own labels are allowed
+        labels = list(label_names(frame, None))
+        kwargs.setdefault("data", DataConfig(checks=checks or TextChecksConfig()))
     return validate_frame(frame, suite, labels, task, checks or TextChecksConfig(), **kwargs)
 
 
@@ -129,7 +137,7 @@ def test_token_lengths_pass_within_max_length_and_fail_past_the_bound(tokenizer)
     assert report.success and report.truncated_share == 0.0
     assert report.token_lengths.max() <= 32
 
-    frame.loc[[2, 5, 7], "text"] = "a very long review " * 10  # 3 of 40 rows: 7.5%, over the 5% allowed
+    frame.loc[[2, 5, 7], "text"] = [f"a very long review number {i} " * 10 for i in (2, 5, 7)]  # 7.5%: over 5%
     report = _validate(frame, tokenizer=tokenizer, max_length=32)
     tokens = _failure(report, "token_count")
     assert tokens.unexpected_count == 3 and tokens.observed_value == "7.5% of rows (allowed 5.0%)"
@@ -230,3 +238,162 @@ def test_group_and_time_columns_are_checked_before_the_split():
     near = next(o for o in _validate(frame, split=SplitConfig()).outcomes
                 if o.expectation == "expect_near_duplicates_to_stay_in_one_split")
     assert near.success and near.unexpected_count == 0  # make_reviews texts are distinct enough
+
+
+# One definition of the same text ---------------------------------------------------------------------------------
+
+
+def _outcome(report, expectation):
+    return next(o for o in report.outcomes if o.expectation == expectation)
+
+
+def test_cleaning_drops_exactly_the_rows_the_repeat_check_counts():
+    texts = ["The battery died after two days.", "THE BATTERY DIED AFTER TWO DAYS.",  # case
+             "the battery died after two days!!", "<p>The battery   died after two days.</p>",  # punctuation, markup
+             "Shipping was quick.", "(", "(", ")", "\U0001F600", "\U0001F600", "Great value for the price",
+             "great value, for the price...", "Visit https://shop.example now", "Visit now"]
+    frame = pd.DataFrame({"row": range(len(texts)), "text": texts, "label": ["negative"] * 5 + ["positive"] * 9})
+    counted = _outcome(_validate(frame, checks=TextChecksConfig(max_duplicate_share=1)),
+                       "expect_repeated_rows_share_to_be_at_most")
+    cleaned = clean_dataset(frame)
+    dropped = cleaned.dropped[cleaned.dropped["reason"].str.startswith("duplicate of row")]
+    assert counted.unexpected_count == len(dropped) == 7
+    assert set(dropped["row"]) == {1, 2, 3, 6, 9, 11, 13}  # ")" is not "(": texts of only punctuation compare as written
+    assert [r["repeats_row"] for r in counted.example_rows] == [0, 0, 0, 5, 8]
+    assert len({duplicate_key(t) for t in cleaned.frame["text"]}) == cleaned.rows_out  # nothing left that repeats
+
+
+def _phrases(rows: int, repeat_share: float, seed: int = 0) -> pd.DataFrame:
+    """Short phrases as SST-2 has them: a share of rows repeating an earlier phrase up to case and punctuation."""
+    rng = np.random.default_rng(seed)
+    adjectives = ["beautifully", "dull", "warm", "clumsy", "sharp", "tedious", "moving", "flat", "witty", "bland"]
+    nouns = ["film", "script", "cast", "score", "ending", "pace", "story", "director", "premise", "sequel"]
+    distinct = int(rows * (1 - repeat_share))
+    phrases = [f"a {adjectives[i % 10]} {nouns[(i // 10) % 10]} {'' if i < 100 else f'number {i}'}".strip()
+               for i in range(distinct)]
+    labels = ["positive" if i % 2 else "negative" for i in range(distinct)]
+    picked = rng.integers(0, distinct, rows - distinct)
+    variants = [phrases[i] + " ," if k % 2 else phrases[i].upper() + " ." for k, i in enumerate(picked)]
+    return pd.DataFrame({"row": range(rows), "text": phrases + variants,
+                         "label": labels + [labels[i] for i in picked]})
+
+
+def test_phrase_data_that_repeats_short_phrases_passes_the_default_and_the_bound_is_named():
+    """SST-2 repeats 13% of its rows up to case and punctuation; a re-run export appended to a file repeats 20%."""
+    phrases = _phrases(400, 0.13)
+    report = _validate(phrases)
+    assert report.success, [f.describe() for f in report.failures]
+    assert _outcome(report, "expect_repeated_rows_share_to_be_at_most").observed_value.startswith("13.0% of rows")
+    strict = _validate(phrases, checks=TextChecksConfig(max_duplicate_share=0.1))
+    assert "Setting: data.checks.max_duplicate_share=0.1" in _failure(strict, "text").describe()
+    assert not _validate(_phrases(400, 0.2)).success
+    # Cleaning drops every repeat, and the split keeps none in two splits.
+    cleaned = clean_dataset(phrases)
+    assert cleaned.rows_out == 348 and cleaned.rows_dropped == 52
+    splits = split_dataset(cleaned.frame, tuple(LABELS), 0.8, 0.1, 0.1, seed=0)
+    keys = [{duplicate_key(t) for t in part["text"]} for part in splits.parts().values()]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+
+
+# Labels as users write them -----------------------------------------------------------------------------------------
+
+
+def test_labels_spelt_several_ways_are_named_or_normalised(tmp_path):
+    frame = _reviews()
+    positive = frame.index[frame["label"] == "positive"]
+    frame.loc[positive[:6], "label"] = "POSITIVE"
+    frame.loc[positive[6:9], "label"] = " Positive "
+    spelt = _failure(_validate(frame, labels=None), "label")
+    assert spelt.expectation == "expect_label_spellings_to_be_consistent"
+    assert spelt.observed_value == "one label spelt several ways: 'positive' (11 rows), 'POSITIVE' (6 rows), ' Positive ' (3 rows)"
+    assert spelt.example_rows[1] == {"label": "POSITIVE", "rows": 6, "row": 0}
+    assert spelt.setting == "data.normalize_labels=false"
+    path = tmp_path / "spelt.csv"
+    frame.drop(columns=["row"]).to_csv(path, index=False)
+    normalised = load_dataset(str(path), "text", "label", normalize_labels=True)
+    assert set(normalised.frame["label"]) == {"positive", "negative"} and normalised.rows_relabelled == 9
+    assert normalised.relabelled == {"POSITIVE": "positive", " Positive ": "positive"}
+    assert _validate(normalised.frame, labels=None).success
+    listed = load_dataset(str(path), "text", "label", normalize_labels=True, labels=["negative", "Positive"])
+    assert set(listed.frame["label"]) == {"Positive", "negative"}  # the spelling data.labels lists wins
+    assert set(load_dataset(str(path), "text", "label").frame["label"]) == {"positive", "POSITIVE", " Positive ",
+                                                                           "negative"}  # off by default
+    numbers = frame.assign(label=["1" if i % 2 else "0" for i in range(len(frame))])
+    numbers.loc[[1, 3], "label"] = "1.0"
+    assert label_spellings(numbers["label"]) == [[("1", 18), ("1.0", 2)]]
+
+
+def test_labels_mixing_numbers_and_words_fail_unless_data_labels_lists_them(tmp_path):
+    records = [{"text": t, "label": [0, 1, "1", "neg"][i % 4]} for i, t in enumerate(_reviews()["text"])]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    frame = load_dataset(str(path), "text", "label").frame
+    assert set(frame["label"]) == {"0", "1", "neg"}  # 1 and "1" are one class; 0 and "neg" are not
+    mixed = _failure(_validate(frame, labels=None), "label")
+    assert mixed.expectation == "expect_labels_to_be_all_numbers_or_all_words"
+    assert "labels that are words: 'neg' (10 rows)" in mixed.observed_value and mixed.setting == "data.labels=null"
+    assert {"label": "neg", "rows": 10, "row": 3} in mixed.example_rows
+    listed = DataConfig(labels=[0, 1])  # as YAML reads data.labels=[0, 1]
+    assert listed.labels == ["0", "1"]
+    report = validate_frame(frame, "text_classification", listed.labels, "classification", data=listed)
+    failed = {o.expectation: o for o in report.failures}
+    assert set(failed) == {"expect_column_values_to_be_in_set"}  # now only what is outside the list, by row
+    assert failed["expect_column_values_to_be_in_set"].example_rows[0] == {"label": "neg", "row": 3}
+    assert failed["expect_column_values_to_be_in_set"].setting == "data.labels=[0, 1]"
+
+
+def test_a_text_given_different_labels_is_a_label_conflict_with_its_rows():
+    frame = _reviews()
+    again = frame.iloc[:4].assign(row=range(40, 44), text=lambda f: f["text"].str.upper() + "!",
+                                  label=lambda f: f["label"].map({"positive": "negative", "negative": "positive"}))
+    conflicts = _failure(_validate(pd.concat([frame, again], ignore_index=True)), "label")
+    assert conflicts.expectation == "expect_no_label_conflicts" and conflicts.unexpected_count == 8
+    assert conflicts.observed_value.startswith("label conflicts: 4 texts appear with different labels, 8 rows")
+    assert conflicts.example_rows[0] == {"row": 0, "label": "positive", "conflicts_row": 40,
+                                         "conflicting_label": "negative", "text": frame.loc[0, "text"]}
+    assert conflicts.setting == "data.checks.max_label_conflict_share=0.01"
+    one = pd.concat([frame, again.head(1)], ignore_index=True)  # 2 rows of 41: 4.9%
+    assert _validate(one, checks=TextChecksConfig(max_label_conflict_share=0.05)).success
+
+
+def test_a_text_column_of_numbers_or_of_one_value_suggests_the_column_mapping():
+    frame = _reviews().assign(review=lambda f: f["text"], order=lambda f: [str(9000 + i) for i in range(len(f))])
+    ids = frame.assign(text=frame["order"])
+    data = DataConfig(text_column="order")
+    words = next(o for o in validate_frame(ids, "text_classification", LABELS, data=data).failures)
+    assert words.expectation == "expect_text_column_to_hold_words" and words.column == "order"
+    assert "'review' looks like the text: set data.text_column=review" in words.note
+    assert words.setting == "data.checks.max_numeric_text_share=0.5, data.text_column=order"
+    constant = frame.assign(text=["N/A" if i % 4 else t for i, t in enumerate(frame["text"])])
+    vary = {o.expectation: o for o in _validate(constant).failures}["expect_text_column_to_vary"]
+    assert vary.observed_value == "one text fills 75.0% of rows (allowed 50%)" and vary.example_rows[0]["row"] == 1
+    assert "set data.text_column=review" in vary.note
+    assert vary.setting == "data.checks.max_top_text_share=0.5, data.text_column=text"
+    # Regression inputs are checked too; generation inputs may be numbers (number to words) and are not.
+    scores = ids.assign(label=[repr(float(i % 5)) for i in range(len(ids))])
+    regression = validate_frame(scores, "text_regression", task="regression", checks=TextChecksConfig(), data=data)
+    assert "expect_text_column_to_hold_words" in {o.expectation for o in regression.failures}
+    pairs = make_pairs(40).assign(row=range(40), text=[str(i) for i in range(40)])
+    assert "expect_text_column_to_hold_words" not in {o.expectation for o in _validate(pairs, task="causal_lm").outcomes}
+
+
+def test_every_failed_check_names_its_setting_and_the_users_columns():
+    frame = _reviews().rename(columns={"text": "review"}).assign(text=lambda f: f["review"])
+    frame.loc[:9, "text"] = frame.loc[11:20, "text"].str.upper().to_numpy()  # 10 repeats, each of the other label
+    frame.loc[22, "label"] = "Positive"
+    frame.loc[21, "text"] = None
+    data = DataConfig(text_column="review", label_column="stars", checks=TextChecksConfig(max_duplicate_share=0.1))
+    report = validate_frame(frame, "text_classification", list(label_names(frame, None)), data=data)
+    assert {o.expectation for o in report.failures} == {
+        "expect_column_values_to_not_be_null", "expect_repeated_rows_share_to_be_at_most",
+        "expect_label_spellings_to_be_consistent", "expect_no_label_conflicts", "expect_every_label_to_have_enough_rows"}
+    assert all(o.setting and "=" in o.setting for o in report.failures)
+    assert {o.column for o in report.failures} == {"review", "stars"}
+    with pytest.raises(DataValidationError) as caught:
+        raise_for_failures(report, "reviews.csv")
+    message = str(caught.value)
+    for setting in ("data.checks.max_duplicate_share=0.1", "data.normalize_labels=false",
+                    "data.checks.max_label_conflict_share=0.01", "data.checks.min_rows_per_label=1",
+                    "data.expectation_suite=text_classification (expectations/text_classification.json)"):
+        assert setting in message
+    assert "column 'text'" not in message and "column 'label'" not in message

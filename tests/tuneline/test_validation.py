@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tuneline.config import DataConfig, TextChecksConfig
 from tuneline.data import BUILTIN_SAMPLE, BUILTIN_SEQ2SEQ_SAMPLE, canonical_number, load_dataset
 from tuneline.errors import ConfigError, DataValidationError
 from tuneline.validation import EXPECTATIONS_DIR, load_suite, raise_for_failures, validate_frame
@@ -53,9 +54,13 @@ def test_corrupted_copy_fails_naming_expectations_and_rows(sample):
 
 def test_duplicate_flood_and_missing_column_fail(sample):
     flooded = sample.copy()
-    flooded.loc[: len(flooded) // 4, "text"] = "same text"
-    names = {f.expectation for f in validate_frame(flooded, "text_classification", LABELS).failures}
-    assert names == {"expect_column_proportion_of_unique_values_to_be_between"}
+    flooded.loc[: len(flooded) // 4, "text"] = "same text"  # 101 of 400 rows, of both labels
+    report = validate_frame(flooded, "text_classification", LABELS, checks=TextChecksConfig())
+    failed = {f.expectation: f for f in report.failures}
+    assert set(failed) == {"expect_repeated_rows_share_to_be_at_most", "expect_no_label_conflicts"}
+    assert failed["expect_repeated_rows_share_to_be_at_most"].unexpected_count == 100
+    assert "Setting: data.checks.max_duplicate_share=0.15" in failed["expect_repeated_rows_share_to_be_at_most"].describe()
+    assert failed["expect_no_label_conflicts"].unexpected_count == 101
     missing = validate_frame(sample.drop(columns=["label"]), "text_classification", LABELS)
     assert ("expect_column_to_exist", "label") in {(f.expectation, f.column) for f in missing.failures}
 
@@ -100,14 +105,22 @@ def test_regression_suite_names_labels_that_are_not_finite_numbers(scores):
     failed = {(f.expectation, f.column): f for f in report.failures}
     assert set(failed) == {
         ("expect_column_values_to_match_regex", "label"),
-        ("expect_column_values_to_be_between", "label_value"),
+        ("expect_column_values_to_be_between", "label"),  # label_value: the label read as a number
         ("expect_column_values_to_not_be_null", "label"),
     }
     regex = failed[("expect_column_values_to_match_regex", "label")]
     assert regex.example_rows == ({"label": "four", "row": 3}, {"label": "nan", "row": 4})
-    assert failed[("expect_column_values_to_be_between", "label_value")].example_rows[0]["row"] == 5
+    assert failed[("expect_column_values_to_be_between", "label")].example_rows[0]["row"] == 5
     with pytest.raises(DataValidationError, match="label='four', row=3"):
         raise_for_failures(report, "scores.csv")
+    # Named as the user's file names the column, never as the internal label / label_value.
+    named = validate_frame(corrupted, "text_regression", task="regression", data=DataConfig(label_column="stars"))
+    with pytest.raises(DataValidationError) as caught:
+        raise_for_failures(named, "scores.csv")
+    message = str(caught.value)
+    assert "expect_column_values_to_be_between on column 'stars'" in message and "stars='four', row=3" in message
+    assert "label_value" not in message and "'label'" not in message and "label=" not in message
+    assert "Setting: data.expectation_suite=text_regression (expectations/text_regression.json)" in message
 
 
 def test_generation_suite_passes_the_shipped_seq2seq_sample(pairs):
