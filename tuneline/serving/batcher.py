@@ -201,9 +201,8 @@ class Batcher:
                 await self.answer(model, batch)
             finally:
                 self.batches -= 1
-            texts = sum(len(item.texts) for item in batch)
-            self.rate = 0.8 * self.rate + 0.2 * texts / max(time.perf_counter() - started, 1e-6) if self.rate else \
-                texts / max(time.perf_counter() - started, 1e-6)
+            rate = sum(len(item.texts) for item in batch) / max(time.perf_counter() - started, 1e-6)
+            self.rate = 0.8 * self.rate + 0.2 * rate if self.rate else rate  # recent texts/s, for Retry-After
 
     def seeds(self, items: list[_Pending]) -> list[tuple[int, int]] | None:
         if items[0].seed is None:

@@ -3,7 +3,6 @@ against, and the model's metadata and statistics. A transport only turns its wir
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -161,7 +160,3 @@ class Inference:
             "inference_stats": {"success": {"count": s.success[0], "ns": s.success[1]},
                                 "fail": {"count": s.fail[0], "ns": s.fail[1]}},
         }]}
-
-    async def wait_ready(self) -> None:
-        while self.holder.current is None:
-            await asyncio.sleep(0.05)

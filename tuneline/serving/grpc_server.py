@@ -98,8 +98,6 @@ class Servicer:
                 status = error.grpc_code
                 context.abort(getattr(grpc.StatusCode, error.grpc_code), error.message)
             except Exception as error:  # noqa: BLE001 - a failed call, not a failed server
-                if isinstance(error, grpc.RpcError) or context.code() is not None:
-                    raise  # context.abort's own exception
                 log.exception("unexpected error in %s", endpoint)
                 status = "INTERNAL"
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}"[:500])

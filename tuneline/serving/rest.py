@@ -20,10 +20,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuneline.serving.core import Inference
-from tuneline.serving.errors import BadRequest, DeadlineExceeded, NotReady, Overloaded, ServingError, TooLarge
+from tuneline.serving.errors import BadRequest, DeadlineExceeded, Overloaded, ServingError, TooLarge
 from tuneline.serving.model import ModelHolder
 from tuneline.serving.settings import ServeSettings
-from tuneline.serving.v2 import INPUT, parse_rest, rest_response
+from tuneline.serving.v2 import parse_rest, rest_response
 
 log = logging.getLogger("tuneline.serving")
 
