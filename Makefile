@@ -6,6 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build on these machines; an unpinned torch pulls several GB of CUDA wheels.
 TORCH := torch==2.13.0
+# The serving image's lock constrains every install, so the tests run the versions the image ships
+# (tests/infra/test_serving_manifests.py checks it) however the package index has moved since.
+LOCK := infra/serving/requirements.txt
 
 .PHONY: demo test test-all bench services-up services-down deploy clean
 
@@ -13,13 +16,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/pip install --quiet -c $(LOCK) $(TORCH)
+	$(BIN)/pip install --quiet -c $(LOCK) -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed

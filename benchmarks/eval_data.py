@@ -21,7 +21,7 @@ def read_texts(path: Path | str, column: str | None = None) -> list[str]:
     """The text column of a CSV / TSV / JSONL / Parquet file or a `builtin:` sample (`sentence`, else `text`)."""
     import pandas as pd
 
-    from tuneline.data import resolve_data_path
+    from tuneline.data.loading import resolve_data_path
 
     path = resolve_data_path(str(path))
     suffix = path.suffix.lower()

@@ -21,7 +21,7 @@ Timing: the model call alone on two fixed pre-encoded batches (32 x 128 and
 1 x 128 tokens, padded to exactly 128), intra-op threads fixed (2) for every
 variant, in interleaved rounds whose order rotates; the machine is noisy, so
 compare the ratios to PyTorch FP32, not the milliseconds. Accuracy: the whole
-eval file through `tuneline.variants` runners (tokenization as serving does it).
+eval file through `tuneline.export.variants` runners (tokenization as serving does it).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def fine_tune(subset: pd.DataFrame, epochs: float, home: Path, smoke: bool) -> s
     os.environ["TUNELINE_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from flows.retrain import retrain  # noqa: E402  (sets up the environment first)
+    from tuneline.flows.retrain import retrain  # noqa: E402  (sets up the environment first)
     from tuneline.config import load_config
 
     path = home / "train_subset.csv"
@@ -156,10 +156,10 @@ def main() -> None:
     import torch
 
     from tuneline.config import ExportConfig
-    from tuneline.export import export_and_quantize
-    from tuneline.modeling import load_trained
-    from tuneline.registry import download_model
-    from tuneline.variants import onnx_runner, score, torch_runner, torchscript_runner
+    from tuneline.export.encoder import export_and_quantize
+    from tuneline.training.modeling import load_trained
+    from tuneline.registry.store import download_model
+    from tuneline.export.variants import onnx_runner, score, torch_runner, torchscript_runner
 
     torch.set_num_threads(args.threads)
     files = download_model(model_uri, home / "model")

@@ -129,7 +129,7 @@ def long_rows(sentences: pd.DataFrame, rows: int, words: int, seed: int) -> pd.D
 
 
 def splits_of(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame):
-    from tuneline.data import SplitResult
+    from tuneline.data.splitting import SplitResult
 
     labels = tuple(sorted(set(train["label"]) | set(validation["label"]) | set(test["label"])))
     return SplitResult(train=train.reset_index(drop=True), validation=validation.reset_index(drop=True),
@@ -230,7 +230,7 @@ def fresh_memory(cuda: bool) -> None:
 def run_tuneline(name: str, source: str, splits, method: str, args, work: Path) -> Run:
     """One fine_tune call; timed between its log lines at step `warmup` and at the last step."""
     from tuneline.config import TrainConfig
-    from tuneline.training import fine_tune, training_arguments
+    from tuneline.training.engine import fine_tune, training_arguments
 
     cuda = args.device == "cuda"
     clock = StepClock(cuda)
@@ -325,7 +325,7 @@ def median_run(runs: list[Run]) -> tuple[Run, float]:
 def gpu_mode(args) -> None:
     import torch
 
-    from tuneline.training import resolve_model_source
+    from tuneline.training.modeling import resolve_model_source
 
     quiet()
     if args.smoke:  # the same code on CPU with tiny sizes: does it run end to end, not how fast
@@ -351,7 +351,7 @@ def gpu_mode(args) -> None:
     if sst2 is not None:
         sentences, data_name = read_sst2(sst2 / "train.tsv"), f"SST-2 train sentences ({sst2})"
     else:
-        from tuneline.sample_data import SAMPLE_PATH
+        from tuneline.data.samples import SAMPLE_PATH
 
         sentences = pd.read_csv(SAMPLE_PATH)[["text", "label"]]
         data_name = "tuneline's sample reviews (no SST-2 found; pass --data)"
@@ -441,7 +441,8 @@ def cpu_mode(args) -> None:
     import torch
 
     from tuneline.config import TrainConfig
-    from tuneline.training import fine_tune, predict_proba, resolve_model_source
+    from tuneline.training.engine import fine_tune, predict_proba
+    from tuneline.training.modeling import resolve_model_source
 
     quiet()
     torch.set_num_threads(args.threads)

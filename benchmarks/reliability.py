@@ -55,10 +55,10 @@ def run_corpus() -> list[dict]:
     """Each case through the real flow; what it stopped with and whether that is the clear, typed error."""
     import logging
 
-    import flows  # noqa: F401  (the environment, before Prefect)
-    from flows.retrain import retrain
+    import tuneline.flows  # noqa: F401  (the environment, before Prefect)
+    from tuneline.flows.retrain import retrain
     from tests.reliability.bad_inputs import CASES, CHAMPION_MODEL, run_overrides, use_store, write_case, write_champion_data
-    from tuneline import registry
+    from tuneline.registry import store as registry
     from tuneline.config import load_config
 
     logging.getLogger("prefect").setLevel(logging.ERROR)

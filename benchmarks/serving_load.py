@@ -80,7 +80,7 @@ from eval_data import eval_texts  # noqa: E402  (benchmarks/, this script's fold
 PEERS = REPO / ".tuneline" / "peers"  # ignored by git, like all of .tuneline/
 MLSERVER_VENV = PEERS / "mlserver"
 MLSERVER_PACKAGES = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1")
-# What the registered pyfunc model imports (tuneline/pyfunc_model.py, tuneline.config), pinned to this venv's versions,
+# What the registered pyfunc model imports (tuneline/runtime/pyfunc.py, tuneline.config), pinned to this venv's versions,
 # but pandas: see MLSERVER_PINS.
 PYFUNC_NEEDS = ("onnxruntime", "tokenizers", "numpy", "mlflow", "pydantic", "PyYAML")
 # Where MLServer 1.7.1 (June 2025) fails with what is newer than it:
@@ -495,10 +495,10 @@ def register_minilm(home: Path, name: str) -> str:
     """MiniLM with a fresh 2-class head, exported (INT8 dynamic) and registered: serving speed needs no training."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from tuneline import registry
+    from tuneline.registry import store as registry
     from tuneline.config import ExportConfig
-    from tuneline.export import export_and_quantize
-    from tuneline.training import resolve_model_source
+    from tuneline.export.encoder import export_and_quantize
+    from tuneline.training.modeling import resolve_model_source
 
     source = resolve_model_source("builtin:minilm-l6")
     folder = home / "files"
@@ -518,8 +518,8 @@ def in_process_predictors(model_uri: str, args) -> dict[str, tuple[int, int, obj
     server runs it, the same with one batch at a time on every core, and plain onnxruntime ones."""
     import yaml
 
-    from tuneline import registry
-    from tuneline.onnx_classifier import OnnxClassifier
+    from tuneline.registry import store as registry
+    from tuneline.runtime.classifier import OnnxClassifier
     from tuneline.serving import ServeSettings, available_cores, load_model
 
     settings = ServeSettings(model_uri=model_uri, workers=args.workers, threads=args.threads)

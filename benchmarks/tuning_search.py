@@ -44,8 +44,8 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["HF_HUB_OFFLINE"] = "1"
     from benchmarks.finetune_speed import cpu_description
-    from tuneline.data import BUILTIN_SAMPLE, load_dataset
-    from tuneline.tuning import TuneConfig
+    from tuneline.data.loading import BUILTIN_SAMPLE, load_dataset
+    from tuneline.tuning.search import TuneConfig
 
     data = home / "sample.csv"
     load_dataset(BUILTIN_SAMPLE, "text", "label").frame.sample(args.rows, random_state=0)[["text", "label"]].to_csv(
@@ -61,7 +61,7 @@ def main() -> None:
         "random, no pruning": TuneConfig.model_validate(base | {"algorithm": "random", "pruner": "none",
                                                                 "study_name": "random"}),
     }
-    from flows.tune import tune
+    from tuneline.flows.tune import tune
 
     # Warm-up, not reported: starts the embedded Prefect server and loads MiniLM once, so the first study timed
     # does not pay for it.

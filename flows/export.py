@@ -10,21 +10,27 @@ new ONNX / INT8 files, measured and checked like a retrain's. It takes no alias;
 from __future__ import annotations
 
 import shutil
-import sys
 
-import flows  # noqa: F401  (sets up the environment before Prefect is imported)
+import tuneline.flows  # noqa: F401  (sets up the environment before Prefect is imported)
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from tasks.common import TRANSIENT_RETRIES
-from tasks.export import compare_exported, export_model, triton_repository
-from tasks.tracking import load_secrets
-from tuneline import registry
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.tasks.export import compare_exported, export_model, triton_repository
+from tuneline.tasks.tracking import load_secrets
+from tuneline.registry import store as registry
 from tuneline.config import ExportConfig
 from tuneline.errors import ConfigError
-from tuneline.reexport import (SourceVersion, fetch_version, find_reexport, reexport_identity, reexport_tags,
-                               require_calibration)
+from tuneline.registry.reexport import (
+    SourceVersion,
+    fetch_version,
+    find_reexport,
+    reexport_identity,
+    reexport_tags,
+    require_calibration,
+)
 from tuneline.settings import state_dir
+from tuneline.runs import note_mlflow_run
 
 
 @task(name="find-reexport", **TRANSIENT_RETRIES)
@@ -81,6 +87,7 @@ def export(name: str, version: str = "champion", settings: ExportConfig = Export
         params={f"export.{k}": v for k, v in settings.model_dump(mode="json").items()} | {"source.version": source.version},
         config_yaml=settings.model_dump_json(indent=2),
         tags={"code_version": registry.code_version(), "exported_from": f"{name}/{source.version}", "orchestrator": "prefect"},
+        on_created=note_mlflow_run,
     )
     work_dir = state_dir() / "runs" / run_id
     try:
@@ -100,9 +107,3 @@ def export(name: str, version: str = "champion", settings: ExportConfig = Export
     print(f"{name} version {registered.version}: version {source.version} re-exported "
           f"({settings.quantization}{', optimised' if settings.optimize else ''}); no alias moved")
     return registered.version
-
-
-if __name__ == "__main__":
-    from tuneline.cli import app
-
-    sys.exit(app(["export", *sys.argv[1:]]))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import flows  # noqa: F401  (sets up the environment before Prefect is imported)
+import tuneline.flows  # noqa: F401  (sets up the environment before Prefect is imported)
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from tuneline import gating, registry
+from tuneline.promotion import gate as gating
+from tuneline.registry import store as registry
 from tuneline.config import PromotionConfig
 
 

@@ -1,31 +1,30 @@
 """The retrain flow: validated data in, a registered, exported, aliased model out.
 
 Run it with `tuneline retrain [--config file.yaml] [key=value ...]`,
-`python -m flows.retrain [...]`, or from a Prefect deployment.
+`python -m tuneline retrain [...]`, or from a Prefect deployment.
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 
-import flows  # noqa: F401  (sets up the environment before Prefect is imported)
+import tuneline.flows  # noqa: F401  (sets up the environment before Prefect is imported)
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.clean import clean_data
-from tasks.drift import check_drift
-from tasks.evaluate import evaluate_generation, evaluate_model, evaluate_regression, measure_baselines
-from tasks.export import compare_exported, export_model, triton_repository
-from tasks.ingest import ingest_data
-from tasks.promote import await_signoff, gate_and_promote
-from tasks.record import record_data
-from tasks.register import register_version
-from tasks.report import publish_summary
-from tasks.split import split_data
-from tasks.tracking import finish_tracking, load_secrets, start_tracking
-from tasks.train import cross_validate_model, fine_tune_model
-from tasks.validate import validate_data
+from tuneline.tasks.clean import clean_data
+from tuneline.tasks.drift import check_drift
+from tuneline.tasks.evaluate import evaluate_generation, evaluate_model, evaluate_regression, measure_baselines
+from tuneline.tasks.export import compare_exported, export_model, triton_repository
+from tuneline.tasks.ingest import ingest_data
+from tuneline.tasks.promote import await_signoff, gate_and_promote
+from tuneline.tasks.record import record_data
+from tuneline.tasks.register import register_version
+from tuneline.tasks.report import publish_summary
+from tuneline.tasks.split import split_data
+from tuneline.tasks.tracking import finish_tracking, load_secrets, start_tracking
+from tuneline.tasks.train import cross_validate_model, fine_tune_model
+from tuneline.tasks.validate import validate_data
 from tuneline.config import TEST_METRICS, RetrainConfig
 from tuneline.settings import state_dir, tracking_uri
 from tuneline.summary import RetrainSummary
@@ -115,9 +114,3 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
     )
     publish_summary(summary)
     return summary
-
-
-if __name__ == "__main__":
-    from tuneline.cli import app
-
-    sys.exit(app(["retrain", *sys.argv[1:]]))

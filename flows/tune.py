@@ -9,22 +9,23 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 
-import flows  # noqa: F401  (sets up the environment before Prefect is imported)
+import tuneline.flows  # noqa: F401  (sets up the environment before Prefect is imported)
 from prefect import flow
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.retrain import prepare_data, retrain
-from tasks.tracking import load_secrets
-from tasks.tune import report_study, train_trial
-from tuneline import registry, tuning
+from tuneline.flows.retrain import prepare_data, retrain
+from tuneline.tasks.tracking import load_secrets
+from tuneline.tasks.tune import report_study, train_trial
+from tuneline.registry import store as registry
+from tuneline.tuning import search as tuning
 from tuneline.errors import ConfigError, TuningError
 from tuneline.settings import state_dir
 from tuneline.summary import RetrainSummary
+from tuneline.runs import note_mlflow_run
 
 log = logging.getLogger("tuneline.tune")
 
@@ -85,7 +86,8 @@ def _study_run(config: tuning.TuneConfig) -> str:
         retrain.registry.experiment, run_name=f"tune-{config.name}", params={"study": config.name},
         config_yaml=config.to_yaml(),
         tags={"optuna.study": config.name, "tuneline.flow": "tune", "base_model": retrain.train.base_model,
-              "code_version": registry.code_version(), "orchestrator": "prefect"})
+              "code_version": registry.code_version(), "orchestrator": "prefect"},
+        on_created=note_mlflow_run)
 
 
 @flow(name="tune", log_prints=True)
@@ -215,9 +217,3 @@ def _best_so_far(study):
         return study.best_trial
     except ValueError:
         return None
-
-
-if __name__ == "__main__":
-    from tuneline.cli import app
-
-    sys.exit(app(["tune", *sys.argv[1:]]))

@@ -8,10 +8,11 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tasks.common import data_stage_cache
-from tuneline import registry
+from tuneline.tasks.common import data_stage_cache
+from tuneline.registry import store as registry
 from tuneline.config import TextChecksConfig
-from tuneline.data import CleanResult, IngestResult, clean_dataset, content_hash
+from tuneline.data.cleaning import CleanResult, clean_dataset
+from tuneline.data.loading import IngestResult, content_hash
 
 
 def _clean_key(parameters: dict) -> str:

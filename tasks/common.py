@@ -11,8 +11,8 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.tasks import exponential_backoff
 
-import tasks
 import tuneline
+import tuneline.tasks
 from tuneline.errors import is_transient
 
 
@@ -47,7 +47,7 @@ TRANSIENT_RETRIES: dict[str, Any] = dict(**RETRIES, cache_policy=NO_CACHE)
 def code_hash() -> str:
     """SHA-256 of the `tuneline` and `tasks` sources: a cached stage is recomputed whenever the code changes."""
     digest = hashlib.sha256()
-    for package in (tuneline, tasks):
+    for package in (tuneline, tuneline.tasks):
         root = Path(package.__file__).parent
         for file in sorted(root.rglob("*.py")):
             digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())

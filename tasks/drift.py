@@ -10,11 +10,11 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import TRANSIENT_RETRIES
-from tuneline import registry
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.registry import store as registry
 from tuneline.config import DataConfig
-from tuneline.data import IngestResult, load_dataset
-from tuneline.drift import DriftReport, compare, profile, raise_for_drift, skipped
+from tuneline.data.loading import IngestResult, load_dataset
+from tuneline.validation.drift import DriftReport, compare, profile, raise_for_drift, skipped
 
 # Logged by every run: once the run's model is champion, the reference the next batch is compared with.
 PROFILE_ARTIFACT = "data/profile.json"

@@ -8,12 +8,12 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks.common import TRANSIENT_RETRIES
-from tuneline import registry
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.registry import store as registry
 from tuneline.config import GENERATIVE_TASKS, EvaluationConfig, GenerationConfig
-from tuneline.data import SplitResult
-from tuneline.data import regression_targets
-from tuneline.evaluation import (
+from tuneline.data.splitting import SplitResult
+from tuneline.data.loading import regression_targets
+from tuneline.evaluation.metrics import (
     Baselines,
     ClassificationReport,
     GenerationReport,
@@ -32,9 +32,9 @@ from tuneline.evaluation import (
     worst_generation_examples,
     worst_regression_examples,
 )
-from tuneline.gating import BASELINES_ARTIFACT, ROW_SCORES_ARTIFACT
-from tuneline.generation import generate, lowercases
-from tuneline.training import TrainResult, predict_proba
+from tuneline.promotion.gate import BASELINES_ARTIFACT, ROW_SCORES_ARTIFACT
+from tuneline.evaluation.generation import generate, lowercases
+from tuneline.training.engine import TrainResult, predict_proba
 
 
 def publish_tables(worst: pd.DataFrame, worst_by: str, slices: pd.DataFrame, sliced: str, work_dir: Path,

@@ -8,13 +8,15 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks.common import TRANSIENT_RETRIES
-from tuneline import registry
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.registry import store as registry
 from tuneline.config import GENERATIVE_TASKS, ExportConfig, GenerationConfig
-from tuneline.data import regression_targets
-from tuneline.export import ExportResult, export_and_quantize, export_generative_and_quantize
-from tuneline.triton import write_triton_repository
-from tuneline.variants import VariantResult, check_quantized, compare_generative_variants, compare_variants
+from tuneline.data.loading import regression_targets
+from tuneline.export.common import ExportResult
+from tuneline.export.encoder import export_and_quantize
+from tuneline.export.generative import export_generative_and_quantize
+from tuneline.export.triton import write_triton_repository
+from tuneline.export.variants import VariantResult, check_quantized, compare_generative_variants, compare_variants
 
 
 @task(name="export-onnx", **TRANSIENT_RETRIES)
@@ -71,7 +73,7 @@ def triton_repository(exported: ExportResult, model_name: str, work_dir: Path) -
     """The served ONNX file (INT8 when there is one) as a Triton model named like the registered model.
 
     A generative model's graphs become one Triton model each (`NAME.encoder_model`, `NAME.decoder_model`, ...);
-    the client runs the decoding loop, as `tuneline.onnx_generator` does.
+    the client runs the decoding loop, as `tuneline.runtime.generator` does.
     """
     served = exported.int8_onnx_path or exported.onnx_path
     if served.is_dir():

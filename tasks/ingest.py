@@ -19,10 +19,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
-from tasks.common import data_stage_cache
-from tuneline import registry
+from tuneline.tasks.common import data_stage_cache
+from tuneline.registry import store as registry
 from tuneline.config import DataConfig
-from tuneline.data import IngestResult, file_hash, load_dataset, missing_path_problem, resolve_data_path
+from tuneline.data.loading import IngestResult, file_hash, load_dataset, missing_path_problem, resolve_data_path
 from tuneline.errors import DataLoadError
 from tuneline.settings import answering_prefect_api
 

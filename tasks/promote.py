@@ -16,13 +16,13 @@ from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import Field
 
-from tasks.common import TRANSIENT_RETRIES
-from tuneline import registry
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.registry import store as registry
 from tuneline.config import RetrainConfig
-from tuneline.data import SplitResult
-from tuneline.evaluation import Baselines
-from tuneline.gating import GateResult, apply_signoff, recorded_rows, run_gate
-from tuneline.promotion import ModelMetrics, comparison_rows, markdown_table
+from tuneline.data.splitting import SplitResult
+from tuneline.evaluation.metrics import Baselines
+from tuneline.promotion.gate import GateResult, apply_signoff, recorded_rows, run_gate
+from tuneline.promotion.policy import ModelMetrics, comparison_rows, markdown_table
 
 
 @task(name="gate-and-promote", **TRANSIENT_RETRIES)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from prefect import task
 
-from tasks.clean import record_clean
-from tasks.common import TRANSIENT_RETRIES
-from tasks.ingest import record_ingest
-from tasks.split import record_split
-from tasks.validate import record_validation
+from tuneline.tasks.clean import record_clean
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.tasks.ingest import record_ingest
+from tuneline.tasks.split import record_split
+from tuneline.tasks.validate import record_validation
 from tuneline.config import RetrainConfig
-from tuneline.data import CleanResult, IngestResult, SplitResult
-from tuneline.validation import ValidationReport
+from tuneline.data.cleaning import CleanResult
+from tuneline.data.loading import IngestResult
+from tuneline.data.splitting import SplitResult
+from tuneline.validation.suite import ValidationReport
 
 
 @task(name="record-data", **TRANSIENT_RETRIES)

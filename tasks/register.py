@@ -6,16 +6,18 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks.common import TRANSIENT_RETRIES
-from tuneline import registry
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.registry import store as registry
 from tuneline.config import RetrainConfig
-from tuneline.data import CleanResult, IngestResult, SplitResult, split_lineage
-from tuneline.evaluation import ClassificationReport
-from tuneline.export import ExportResult
-from tuneline.model_card import render_model_card
-from tuneline.training import TrainResult
-from tuneline.validation import ValidationReport
-from tuneline.variants import VariantResult
+from tuneline.data.cleaning import CleanResult
+from tuneline.data.loading import IngestResult
+from tuneline.data.splitting import SplitResult, split_lineage
+from tuneline.evaluation.metrics import ClassificationReport
+from tuneline.export.common import ExportResult
+from tuneline.registry.model_card import render_model_card
+from tuneline.training.engine import TrainResult
+from tuneline.validation.suite import ValidationReport
+from tuneline.export.variants import VariantResult
 
 
 @task(name="register", **TRANSIENT_RETRIES)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import TRANSIENT_RETRIES
-from tuneline import registry
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.registry import store as registry
 from tuneline.summary import RetrainSummary
 
 

@@ -10,13 +10,14 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from tasks.common import data_stage_cache
-from tuneline import registry
+from tuneline.tasks.common import data_stage_cache
+from tuneline.registry import store as registry
 from tuneline.config import DataConfig, SplitConfig
-from tuneline.data import SplitResult, content_hash, label_names, split_dataset, split_lineage
+from tuneline.data.splitting import SplitResult, label_names, split_dataset, split_lineage
+from tuneline.data.loading import content_hash
 from tuneline.errors import SplitError
-from tuneline.gating import TRAINED_ON_ARTIFACT, trained_on_keys
-from tuneline.validation import check_splits, raise_for_failures
+from tuneline.promotion.gate import TRAINED_ON_ARTIFACT, trained_on_keys
+from tuneline.validation.suite import check_splits, raise_for_failures
 
 
 CALIBRATION_ROWS = 1000  # training rows kept with the run for re-export; export.calibration_rows picks from them

@@ -6,10 +6,11 @@ from prefect import task
 from prefect.artifacts import create_link_artifact
 from prefect.logging import get_run_logger
 
-from tasks.common import TRANSIENT_RETRIES
-from tuneline import registry
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.registry import store as registry
 from tuneline.config import RetrainConfig
 from tuneline.settings import fill_secrets, public_tracking_uri
+from tuneline.runs import note_mlflow_run
 
 
 def _secret_block(name: str) -> str | None:
@@ -44,6 +45,7 @@ def start_tracking(config: RetrainConfig, run_name: str) -> str:
         config_yaml=config.to_yaml(),
         tags={"code_version": registry.code_version(), "base_model": config.train.base_model,
               "orchestrator": "prefect"},
+        on_created=note_mlflow_run,
     )
     uri = public_tracking_uri()  # a link anyone with the Prefect UI can read: no credentials in it
     if uri.startswith("http"):

@@ -9,14 +9,15 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
-from tasks.common import TRANSIENT_RETRIES
-from tuneline import registry
-from tuneline.checkpoints import CheckpointOwner, checkpoint_key, claim
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.registry import store as registry
+from tuneline.training.checkpoints import CheckpointOwner, checkpoint_key, claim
 from tuneline.config import TrainConfig
-from tuneline.data import SplitResult
-from tuneline.distributed import fine_tune_parallel, process_count
+from tuneline.data.splitting import SplitResult
+from tuneline.training.distributed import fine_tune_parallel, process_count
 from tuneline.settings import state_dir
-from tuneline.training import TrainResult, cross_validate, fine_tune, mlflow_logger, plot_curves, resolve_model_source
+from tuneline.training.engine import TrainResult, cross_validate, fine_tune, mlflow_logger, plot_curves
+from tuneline.training.modeling import resolve_model_source
 
 
 def job_checkpoint_dir(splits: SplitResult, config: TrainConfig, task_type: str) -> Path:
@@ -47,7 +48,7 @@ def fine_tune_model(splits: SplitResult, config: TrainConfig, task_type: str, wo
     """Fine-tune on the train split, streaming loss, learning rate and validation metrics to the MLflow run.
 
     Checkpoints (train.save_steps) go to a folder named after the training job, not the run (see
-    tuneline.checkpoints): a retry of this task and a re-run of the flow after the process was killed both resume
+    tuneline.training.checkpoints): a retry of this task and a re-run of the flow after the process was killed both resume
     from the latest one, and a re-run after a later stage failed takes the finished model. A run found still
     RUNNING there (its process was killed) is marked KILLED. The flow deletes the folder once the run succeeded.
     """

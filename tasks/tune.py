@@ -10,8 +10,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from tasks.common import TRANSIENT_RETRIES
-from tuneline import registry, tuning
+from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.registry import store as registry
+from tuneline.tuning import search as tuning
 
 
 @task(name="trial", task_run_name="trial-{spec.number}", cache_policy=NO_CACHE)

@@ -10,13 +10,14 @@ import numpy as np
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.common import data_stage_cache
-from tuneline import registry
+from tuneline.tasks.common import data_stage_cache
+from tuneline.registry import store as registry
 from tuneline.config import DataConfig, SplitConfig, TrainConfig
-from tuneline.data import IngestResult, label_names
-from tuneline.text_checks import length_histogram, load_tokenizer, plot_length_histogram
+from tuneline.data.loading import IngestResult
+from tuneline.data.splitting import label_names
+from tuneline.validation.lengths import length_histogram, load_tokenizer, plot_length_histogram
 from tuneline.errors import ConfigError
-from tuneline.validation import ValidationReport, raise_for_failures, resolve_suite_path, validate_frame
+from tuneline.validation.suite import ValidationReport, raise_for_failures, resolve_suite_path, validate_frame
 
 
 # What the checks read of split: a new seed or new fractions leave a validation valid.

@@ -19,8 +19,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # a test that reaches for the Hub fails inst
 import pandas as pd
 import pytest
 
-from tuneline.data import SplitResult, label_names, load_dataset, split_dataset
-from tuneline.training import resolve_model_source
+from tuneline.data.splitting import SplitResult, label_names, split_dataset
+from tuneline.data.loading import load_dataset
+from tuneline.training.modeling import resolve_model_source
 
 
 @pytest.fixture(scope="session")

@@ -28,13 +28,14 @@ def test_bad_override_exits_1_naming_the_field():
 
 
 def test_retrain_ends_with_a_one_line_error_for_missing_data(tmp_path, state):
-    # The real executable: Prefect logs the failed task's traceback, the CLI ends with the plain reason.
+    # The real executable: the missing file is named before Prefect starts, in one line, and the log keeps the rest.
     executable = Path(sys.executable).with_name("tuneline")
     result = subprocess.run([str(executable), "retrain", f"data.path={tmp_path / 'absent.csv'}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: data file") and "absent.csv does not exist" in errors[0], result.stderr[-3000:]
+    assert "temporary server" not in result.stderr, "no Prefect server is started for a run that cannot start"
 
 
 def test_sample_writes_the_generator_output(tmp_path):
@@ -48,3 +49,14 @@ def test_rollback_and_models_explain_an_unknown_model(state):
     assert rolled.exit_code == 1 and "has no champion to roll back" in rolled.output
     listed = runner.invoke(app, ["models", "never-registered"])
     assert listed.exit_code == 1 and "no versions of 'never-registered'" in listed.output
+
+
+def test_python_dash_m_tuneline_is_the_cli(tmp_path):
+    """The README's `python -m tuneline retrain ...`: the same commands, for a shell without the script on PATH."""
+    result = subprocess.run([sys.executable, "-m", "tuneline", "config", "train.epochs=2"], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["train"]["epochs"] == 2.0
+    refused = subprocess.run([sys.executable, "-m", "tuneline", "retrain", "train.epoch=1"], capture_output=True,
+                             text=True, cwd=tmp_path)
+    assert refused.returncode == 1 and "train.epoch" in refused.stderr

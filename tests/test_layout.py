@@ -33,7 +33,7 @@ def test_flows_hold_no_ml_imports():
 
 def test_onnx_runtime_path_loads_without_torch_or_prefect():
     code = (
-        "import sys; import tuneline.onnx_classifier, tuneline.pyfunc_model; "
+        "import sys; import tuneline.runtime.classifier, tuneline.runtime.pyfunc; "
         "bad = [m for m in ('torch', 'transformers', 'prefect') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -96,7 +96,7 @@ def test_every_deployment_imports_its_flow_and_its_presets_validate():
 def test_retrain_deployment_is_limited_and_its_trigger_cannot_loop():
     """One retrain at a time, and new data (only `tuneline land` emits tuneline.data.landed) starts it;
     the retrain itself emits only tuneline.data.ingested, which no trigger listens for."""
-    from tasks.ingest import DATA_INGESTED, DATA_LANDED, dataset_resource_id
+    from tuneline.tasks.ingest import DATA_INGESTED, DATA_LANDED, dataset_resource_id
     from tuneline.config import RetrainConfig
 
     (retrain,) = [d for d in _deployments() if d["entrypoint"] == "flows/retrain.py:retrain"]

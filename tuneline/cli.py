@@ -31,67 +31,13 @@ def _plain_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-@contextmanager
-def _flow_run(command: str) -> Iterator[None]:
-    """A flow run from the command line: checked, alone on its state folder, watched (tuneline.runs), logged to
-    `<state>/logs/`; a typed error ends it with its message and where that log is, not a traceback."""
-    from tuneline.runs import captured_logs, log_file, run_guard
-
-    with run_guard(command) as home, captured_logs(log_file(home, command)) as log:
-        try:
-            yield
-        except TunelineError as exc:
-            exc.log_path = log
-            raise
-
-
-def _named_prefect_answers() -> None:
-    """With PREFECT_API_URL set, its server must answer before a flow starts: else a ConfigError says so at once,
-    instead of Prefect's client failing with a traceback after its own retries."""
-    import os
-
-    from tuneline.settings import answering_prefect_api
-
-    if os.environ.get("PREFECT_API_URL"):
-        answering_prefect_api(os.environ["PREFECT_API_URL"])
-
-
-@contextmanager
-def _prefect_server_lost() -> Iterator[None]:
-    """A Prefect server that stops answering mid-run ends the command with what that means, not an httpx traceback.
-
-    Prefect 3 runs tasks client-side, so the flow goes on until a task needs the API (an artifact) or the run's
-    end is recorded; each call gives up after PREFECT_CLIENT_MAX_RETRIES tries (default 5, about a minute).
-    """
-    import os
-
-    from tuneline.errors import PrefectServerError, is_transient
-    from tuneline.settings import redact, state_dir
-
-    try:
-        yield
-    except Exception as exc:
-        api = os.environ.get("PREFECT_API_URL")
-        if not api or not (type(exc).__module__.startswith(("httpx", "httpcore")) and is_transient(exc)):
-            raise
-        raise PrefectServerError(
-            f"the Prefect server at PREFECT_API_URL={redact(api)} stopped answering during the run "
-            f"({type(exc).__name__}: {redact(str(exc))}), after its client's retries (PREFECT_CLIENT_MAX_RETRIES). "
-            f"Prefect could not record how the run ended. What the run did in MLflow stands (its MLflow run says "
-            f"FINISHED or FAILED); a run that did not finish keeps its files under {state_dir() / 'runs'}. "
-            "Start the Prefect server, then run again.") from exc
-
-
 @app.command()
 def retrain(config: ConfigOption = None, overrides: Overrides = None) -> None:
     """Run the retrain flow: ingest, validate, clean, split, fine-tune, evaluate, export, register, alias."""
     with _plain_errors():
-        resolved = load_config(config, overrides or [])
-        _named_prefect_answers()
-        from flows.retrain import retrain as retrain_flow  # imports Prefect: only when a flow runs
+        from tuneline import api
 
-        with _flow_run("retrain"), _prefect_server_lost():
-            retrain_flow(config=resolved)
+        api.retrain(load_config(config, overrides or []))
 
 
 @app.command()
@@ -105,14 +51,9 @@ def tune(
     Running the same study_name again resumes it.
     """
     with _plain_errors():
-        from tuneline.tuning import load_tune_config
+        from tuneline import api
 
-        resolved = load_tune_config(config, overrides or [])
-        _named_prefect_answers()
-        from flows.tune import tune as tune_flow
-
-        with _flow_run("tune"), _prefect_server_lost():
-            summary = tune_flow(config=resolved)
+        summary = api.tune(api.load_tune_config(config, overrides or []))
         typer.echo(f"best trial {summary.best_trial}: validation {summary.metric} {summary.best_value:.4f}; "
                    f"preset {summary.preset_path} (tuneline retrain --config {summary.preset_path})")
 
@@ -135,7 +76,7 @@ def promote(
 ) -> None:
     """Move `champion` to a version, through the quality gate (promotion.* in the config)."""
     with _plain_errors():
-        from tuneline.gating import promote as promote_version
+        from tuneline.promotion.gate import promote as promote_version
 
         policy = load_config(config, overrides or []).promotion
         result = promote_version(name, version, policy, reason, force)
@@ -155,10 +96,10 @@ def export_version(
     """Re-export a registered version with the export.* settings, as a new version (no alias moves)."""
     with _plain_errors():
         settings = load_config(config, overrides or []).export
-        _named_prefect_answers()
-        from flows.export import export as export_flow
+        from tuneline.api import flow_run
+        from tuneline.flows.export import export as export_flow
 
-        with _flow_run("export"), _prefect_server_lost():
+        with flow_run("export"):
             new_version = export_flow(name=name, version=version, settings=settings)
         typer.echo(f"{name} version {new_version}: re-exported from {version}; promote it with "
                    f"`tuneline promote {name} --version {new_version}`")
@@ -226,7 +167,7 @@ def rollback(
 ) -> None:
     """Move `champion` back to the version that held it before."""
     with _plain_errors():
-        from tuneline.registry import rollback as rollback_champion
+        from tuneline.registry.store import rollback as rollback_champion
 
         left, restored = rollback_champion(name, reason)
         typer.echo(f"{name}: champion moved from version {left} back to version {restored}")
@@ -240,7 +181,7 @@ def models(name: Annotated[str, typer.Argument(help="Registered model name.")]) 
     from rich.table import Table
 
     from tuneline.errors import RegistrationError
-    from tuneline.registry import list_versions
+    from tuneline.registry.store import list_versions
 
     with _plain_errors():
         try:
@@ -266,7 +207,7 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 13 for reviews, 17 for seq2seq).")] = None,
 ) -> None:
     """Write a generated sample; the defaults give exactly the shipped builtin:sample-reviews / builtin:sample-seq2seq."""
-    from tuneline.sample_data import write_sample, write_seq2seq_sample
+    from tuneline.data.samples import write_sample, write_seq2seq_sample
 
     write = write_sample if kind == "reviews" else write_seq2seq_sample
     # Unset options fall through to the writer's own defaults: those of the shipped sample of that kind.
@@ -370,7 +311,7 @@ def land(
     starts a run on it. Content already announced last for the model is not announced again, so this can run
     from cron or a file watcher."""
     with _plain_errors():
-        from tasks.ingest import DATA_LANDED, announce_landed_data  # imports Prefect
+        from tuneline.tasks.ingest import DATA_LANDED, announce_landed_data  # imports Prefect
 
         landed = announce_landed_data(path, model, force)
     if landed.announced:
@@ -422,7 +363,7 @@ def predict(
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         with _plain_errors():
-            from tuneline.batch_predict import predict_file
+            from tuneline.serving.batch import predict_file
 
             try:
                 report = predict_file(model, input_path, output_path, text_column, chunk_rows, runner, address,

@@ -100,7 +100,7 @@ class TextChecksConfig(_Section):
 
 
 class DriftConfig(_Section):
-    """How far a new batch may move from the data the champion was trained on (`tuneline.drift`).
+    """How far a new batch may move from the data the champion was trained on (`tuneline.validation.drift`).
 
     Why these defaults: a fresh sample of the same data moves its label shares by a few points
     (0.00-0.05 for 100-250 rows of the shipped sample), its length KS statistic stays near

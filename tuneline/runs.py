@@ -165,7 +165,7 @@ def close_stale_runs(folder: Path) -> list[str]:
     """Mark KILLED the MLflow runs that dead runs left RUNNING, naming the stage they died in; their ids.
 
     Called holding the lock: no run recorded here is alive, whatever its pid says now (a pid may be reused)."""
-    from tuneline import registry
+    from tuneline.registry import store as registry
 
     closed = []
     for path, record in read_active(folder):
@@ -189,7 +189,7 @@ def close_stale_runs(folder: Path) -> list[str]:
 def remove_leftovers(home: Path, keep: set[str]) -> list[str]:
     """Remove `<home>/runs/<id>` of runs that were killed or superseded (their models live on in checkpoints or the
     registry); runs that failed otherwise keep theirs (a tracking server outage: the files wait for the re-run)."""
-    from tuneline import registry
+    from tuneline.registry import store as registry
 
     removed = []
     for folder in sorted((home / "runs").glob("*")) if (home / "runs").is_dir() else []:

@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from tuneline.cli import app
 from tuneline.config import ExportConfig, load_config
-from tuneline.data import BUILTIN_SAMPLE, load_dataset
+from tuneline.data.loading import BUILTIN_SAMPLE, load_dataset
 from tuneline.errors import RegistrationError
-from tuneline.registry import CHAMPION, client, download_version
+from tuneline.registry.store import CHAMPION, client, download_version
 
 pytestmark = pytest.mark.e2e
 MODEL = "reviews-export"
@@ -19,7 +19,7 @@ MODEL = "reviews-export"
 @pytest.fixture
 def champion(prefect_harness, state, tmp_path) -> str:
     """A version registered by a short real retrain run; returns its number."""
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     path = tmp_path / "reviews.csv"
     load_dataset(BUILTIN_SAMPLE, "text", "label").frame.sample(200, random_state=1).to_csv(path, index=False)
@@ -28,14 +28,14 @@ def champion(prefect_harness, state, tmp_path) -> str:
                                     "export.max_accuracy_drop=1.0"])
     summary = retrain(config=config)
     if summary.alias != CHAMPION:  # 2 MiniLM steps may stay under the gate's floor: this test needs a champion only
-        from tuneline.registry import move_alias
+        from tuneline.registry.store import move_alias
 
         move_alias(MODEL, CHAMPION, summary.version, "the export flow's source")
     return summary.version
 
 
 def test_a_champion_is_reexported_as_a_new_unaliased_version(champion, state):
-    from flows.export import export
+    from tuneline.flows.export import export
 
     # A 2-step model sits near chance, where one flipped test row is 5 points: the accuracy check is tested on
     # its own (tests/tuneline/test_export.py); here it must not decide the outcome.
@@ -70,6 +70,6 @@ def test_an_unknown_alias_is_named_and_nothing_is_registered(champion):
     assert f"no version of model '{MODEL}' holds alias 'staging'" in result.output
     assert len(client().search_model_versions(f"name='{MODEL}'")) == 1
     with pytest.raises(RegistrationError, match="has no version '9'"):
-        from flows.export import export
+        from tuneline.flows.export import export
 
         export(name=MODEL, version="9")

@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tuneline import gating
+from tuneline.promotion import gate as gating
 from tuneline.cli import app
 from tuneline.config import PromotionConfig, load_config
-from tuneline.data import BUILTIN_SAMPLE, content_hash, load_dataset
+from tuneline.data.loading import BUILTIN_SAMPLE, content_hash, load_dataset
 from tuneline.errors import DataValidationError, GateError
-from tuneline.promotion import ModelMetrics
+from tuneline.promotion.policy import ModelMetrics
 from tests.conftest import make_reviews
-from tuneline.registry import CHALLENGER, CHAMPION, client, download_version, rollback, version_by_alias
-from tuneline.training import model_fingerprint, resolve_model_source
+from tuneline.registry.store import CHALLENGER, CHAMPION, client, download_version, rollback, version_by_alias
+from tuneline.training.engine import model_fingerprint
+from tuneline.training.modeling import resolve_model_source
 
 pytestmark = pytest.mark.e2e
 MODEL = "reviews-e2e"
@@ -57,7 +58,7 @@ LEARNED = ("train.max_steps=12", "train.learning_rate=1e-4")
 
 
 def test_retrain_registers_exports_and_aliases(prefect_harness, state, learnable_csv):
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     summary = retrain(config=_config(learnable_csv, *LEARNED))
 
@@ -171,7 +172,7 @@ def test_a_first_version_no_better_than_the_baselines_is_held(prefect_harness, s
     """3 steps on 192 rows of the shipped sample leave MiniLM no better than the majority class (it scores what
     predicting one label scores, below the bag-of-words baseline): the first version stays challenger, and no
     version holds champion."""
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     summary = retrain(config=_config(slice_csv, NEAR_CHANCE, "registry.model_name=reviews-floor"))
     assert (summary.version, summary.alias) == ("1", CHALLENGER)
@@ -192,7 +193,7 @@ def test_a_first_version_no_better_than_the_baselines_is_held(prefect_harness, s
 def test_parameters_are_the_nested_config_form():
     from prefect.utilities.callables import parameter_schema
 
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     schema = parameter_schema(retrain).model_dump()
     definitions = schema["definitions"]
@@ -202,7 +203,7 @@ def test_parameters_are_the_nested_config_form():
 
 
 def test_failed_validation_registers_nothing(prefect_harness, state, slice_csv):
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     frame = pd.read_csv(slice_csv)
     frame.loc[3, "sentiment"] = "neutral"
@@ -224,7 +225,7 @@ def test_failed_validation_registers_nothing(prefect_harness, state, slice_csv):
 
 
 def test_a_lora_run_registers_the_merged_model_with_its_adapter(prefect_harness, state, slice_csv):
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     config = _config(slice_csv, NEAR_CHANCE, "train.method=lora", "train.learning_rate=5e-4",
                      "registry.model_name=reviews-lora")
@@ -242,8 +243,8 @@ def test_a_lora_run_registers_the_merged_model_with_its_adapter(prefect_harness,
 
 
 def test_a_seq2seq_run_registers_a_generator_that_serves_text(prefect_harness, state, tmp_path):
-    from flows.retrain import retrain
-    from tuneline.data import BUILTIN_SEQ2SEQ_SAMPLE
+    from tuneline.flows.retrain import retrain
+    from tuneline.data.loading import BUILTIN_SEQ2SEQ_SAMPLE
 
     frame = load_dataset(BUILTIN_SEQ2SEQ_SAMPLE, "text", "target", task="seq2seq").frame.sample(150, random_state=3)
     path = tmp_path / "pairs.csv"
@@ -271,7 +272,7 @@ def test_a_seq2seq_run_registers_a_generator_that_serves_text(prefect_harness, s
 
 
 def test_a_regression_run_registers_a_model_that_serves_numbers(prefect_harness, state, tmp_path):
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     frame = load_dataset(BUILTIN_SAMPLE, "text", "label").frame.sample(200, random_state=2)
     # a score per review: the sentiment plus a little length, so there is something to learn and some spread

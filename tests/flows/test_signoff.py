@@ -9,14 +9,16 @@ import time
 import pytest
 from prefect import flow
 
-from tasks.promote import await_signoff, gate_and_promote
+from tuneline.tasks.promote import await_signoff, gate_and_promote
 from tests.conftest import make_reviews
-from tuneline import gating, registry
+from tuneline.promotion import gate as gating
+from tuneline.registry import store as registry
 from tuneline.config import PromotionConfig, SignoffConfig, load_config
-from tuneline.data import BUILTIN_SAMPLE, SplitResult, content_hash, load_dataset
-from tuneline.evaluation import Baseline, Baselines
-from tuneline.promotion import Decision, ModelMetrics, decide, needs_signoff
-from tuneline.registry import CHALLENGER, CHAMPION, RegisteredVersion, client
+from tuneline.data.loading import BUILTIN_SAMPLE, content_hash, load_dataset
+from tuneline.data.splitting import SplitResult
+from tuneline.evaluation.metrics import Baseline, Baselines
+from tuneline.promotion.policy import Decision, ModelMetrics, decide, needs_signoff
+from tuneline.registry.store import CHALLENGER, CHAMPION, RegisteredVersion, client
 
 MODEL = "signoff-model"
 # The floor on the candidate fixture's 30 test rows, as plain values: both versions clear it
@@ -212,7 +214,7 @@ def test_the_retrain_flow_pauses_for_approval_then_for_rejection(prefect_harness
     steps (a word of praise or of complaint in each): it scores 1.0 on the test split, which the bag-of-words
     baseline also reaches (a perfect score need only be matched). After 2 steps it would tie the majority class
     and be held without asking anyone."""
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     frame = make_reviews(100)
     frame.loc[0, "text"] = "arrived late, write to me at dana@example.com"  # reported, not fatal

@@ -14,9 +14,9 @@ import pytest
 from optuna.trial import TrialState
 
 from tuneline.config import RetrainConfig, load_config
-from tuneline.registry import CHAMPION, client
-from tuneline import tuning
-from tuneline.tuning import TuneConfig, load_tune_config
+from tuneline.registry.store import CHAMPION, client
+from tuneline.tuning import search as tuning
+from tuneline.tuning.search import TuneConfig, load_tune_config
 
 pytestmark = pytest.mark.e2e
 MODEL = "tune-e2e"
@@ -38,7 +38,7 @@ def _run(config: TuneConfig):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.tune import tune
+    from tuneline.flows.tune import tune
 
     state = tune(config=config, return_state=True)
     summary = state.result()
@@ -91,7 +91,7 @@ def test_each_algorithm_runs_a_study_end_to_end(prefect_harness, state, reviews_
     artifacts = {f.path for f in client().list_artifacts(summary.run_id, "tuning")}
     assert {"tuning/best.yaml", "tuning/optimization_history.png", "tuning/parallel_coordinate.png"} <= artifacts
     if algorithm == "random":  # a study resumes only as the study it was
-        from flows.tune import tune
+        from tuneline.flows.tune import tune
         from tuneline.errors import TuningError
 
         changed = config.model_copy(update={"search_space": {"train.learning_rate": tuning.Param(

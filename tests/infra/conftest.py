@@ -111,7 +111,7 @@ def tiny_retrain_config(data_path: Path) -> dict:
 
 def write_slice(path: Path, rows: int = 240, seed: int = 0) -> Path:
     """`rows` rows of the shipped sample, as a CSV with the default column names."""
-    from tuneline.data import BUILTIN_SAMPLE, load_dataset
+    from tuneline.data.loading import BUILTIN_SAMPLE, load_dataset
 
     frame = load_dataset(BUILTIN_SAMPLE, "text", "label").frame.sample(rows, random_state=seed)
     frame[["text", "label"]].to_csv(path, index=False)

@@ -7,7 +7,6 @@ import json
 import re
 import time
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import pytest

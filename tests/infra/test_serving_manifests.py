@@ -319,9 +319,9 @@ def image_site(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory, tiny_bert):
     """A real `mlflow server` (proxied artifacts) with a tiny classifier registered as `served@champion`."""
-    from tuneline import registry
+    from tuneline.registry import store as registry
     from tuneline.config import ExportConfig
-    from tuneline.export import export_and_quantize
+    from tuneline.export.encoder import export_and_quantize
 
     folder = tmp_path_factory.mktemp("tracking-server")
     with running_mlflow_server(folder) as uri:

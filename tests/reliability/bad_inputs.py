@@ -11,7 +11,7 @@ or its fixtures (benchmarks/reliability.py uses it):
         written = write_case(case, folder / case.name)   # -> Written(path, overrides)
         config = load_config(overrides=[f"data.path={written.path}", *written.overrides, ...])
 
-The base frame is the shipped review generator's (`tuneline.sample_data.generate_reviews`): real
+The base frame is the shipped review generator's (`tuneline.data.samples.generate_reviews`): real
 sentences that pass every check, unlike `tests.conftest.make_reviews`, whose import would also
 repoint TUNELINE_HOME and PREFECT_HOME at a temporary folder in the importing process.
 """
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tuneline.errors import DataDriftError, DataLoadError, DataValidationError, TunelineError
-from tuneline.sample_data import generate_reviews
+from tuneline.data.samples import generate_reviews
 
 ROWS = 120  # enough for the suite's 30-row minimum and a stratified 80/10/10 split
 LABELS = ("negative", "positive")

@@ -26,13 +26,13 @@ def drift_champion(prefect_harness, tiny_bert, tmp_path_factory) -> Champion:
     store = tmp_path_factory.mktemp("champion-store")
     written = write_champion_data(tmp_path_factory.mktemp("champion-data"))
     with use_store(store):
-        from flows.retrain import retrain
+        from tuneline.flows.retrain import retrain
 
         summary = retrain(config=load_config(overrides=run_overrides(written, tiny_bert, "champion")))
         if summary.alias != "champion":
             # Two steps leave tiny BERT at chance, below the gate's floor (it must beat the majority class): these
             # tests need a champion's data to compare with, not a good model, so a person's promotion stands in.
-            from tuneline import registry
+            from tuneline.registry import store as registry
 
             registry.move_alias(summary.model_name, registry.CHAMPION, str(summary.version), "the reliability tests' reference data")
     return Champion(store, written.path, summary)

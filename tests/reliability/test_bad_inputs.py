@@ -21,7 +21,7 @@ from tests.reliability.bad_inputs import (
     write_case,
 )
 from tuneline.config import load_config
-from tuneline.registry import CHAMPION, client
+from tuneline.registry.store import CHAMPION, client
 
 pytestmark = pytest.mark.e2e
 
@@ -85,7 +85,7 @@ def _check_report(case: BadInput, run, message: str, path: Path, flow_run_id) ->
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_a_bad_input_stops_the_flow_with_a_report_and_registers_nothing(case, prefect_harness, tiny_bert,
                                                                       corpus_store, tmp_path, request):
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     store = request.getfixturevalue("drift_champion").store if case.needs_champion else corpus_store
     written = write_case(case, tmp_path / "data")

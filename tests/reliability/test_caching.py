@@ -14,9 +14,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
-from flows.retrain import prepare_data
+from tuneline.flows.retrain import prepare_data
 from tests.conftest import make_reviews
-from tuneline import registry
+from tuneline.registry import store as registry
 from tuneline.config import load_config
 from tuneline.settings import PROJECT_ROOT
 

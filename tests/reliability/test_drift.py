@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from prefect import flow
 
-from tasks.drift import check_drift
+from tuneline.tasks.drift import check_drift
 from tests.reliability.bad_inputs import CHAMPION_MODEL, Written, base_frame, run_overrides, use_store
-from tuneline import registry
+from tuneline.registry import store as registry
 from tuneline.config import DataConfig, DriftConfig, load_config
-from tuneline.data import load_dataset
-from tuneline.drift import compare, profile, raise_for_drift
+from tuneline.data.loading import load_dataset
+from tuneline.validation.drift import compare, profile, raise_for_drift
 from tuneline.errors import ConfigError, DataDriftError
 
 BOUNDS = DriftConfig()
@@ -159,7 +159,7 @@ def test_a_file_reference_and_switching_drift_off(drift_champion, tmp_path):
 
 @pytest.mark.e2e
 def test_the_flow_stops_a_batch_in_another_language_and_registers_nothing(drift_champion, tiny_bert, tmp_path):
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     batch = base_frame(seed=5)
     batch["text"] = [f"Avis {i}: le colis est arrivé {'vite' if good else 'cassé'}, le vendeur "

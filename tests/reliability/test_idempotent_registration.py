@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_reviews, running_mlflow_server
-from tuneline import registry
+from tuneline.registry import store as registry
 from tuneline.config import ExportConfig, load_config
-from tuneline.export import export_and_quantize
+from tuneline.export.encoder import export_and_quantize
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ def test_registering_one_run_twice_returns_the_first_version(state, model_files)
 RACER = """
 import sys
 from pathlib import Path
-from tuneline import registry
+from tuneline.registry import store as registry
 folder, run_id = Path(sys.argv[1]), sys.argv[2]
 version = registry.register_model(run_id, "raced", folder / "hf_model", folder / "model.onnx", folder / "model.int8.onnx",
                                   32, {"test.accuracy": "0.5"}, "# card")
@@ -84,8 +84,8 @@ def test_two_attempts_racing_for_one_run_leave_one_version(tmp_path, model_files
 
 
 def test_the_export_flow_run_again_returns_the_version_it_registered(prefect_harness, state, tiny_bert, tmp_path):
-    from flows.export import export
-    from flows.retrain import retrain
+    from tuneline.flows.export import export
+    from tuneline.flows.retrain import retrain
 
     path = tmp_path / "reviews.csv"
     make_reviews(40).to_csv(path, index=False)
@@ -94,7 +94,7 @@ def test_the_export_flow_run_again_returns_the_version_it_registered(prefect_har
         "train.batch_size=16", "split.train_fraction=0.6", "split.validation_fraction=0.2",
         "split.test_fraction=0.2", "export.parity_rows=8", "export.max_accuracy_drop=1.0",
         "registry.model_name=reexported"])).version
-    from tuneline import registry
+    from tuneline.registry import store as registry
 
     registry.move_alias("reexported", registry.CHAMPION, champion, "2 tiny steps stay under the gate's floor")
     settings = ExportConfig(quantization="none", max_accuracy_drop=1.0)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import make_reviews, running_mlflow_server
-from tuneline import registry
+from tuneline.registry import store as registry
 from tuneline.cli import app
 from tuneline.config import load_config
 from tuneline.errors import ConfigError, UnsafeModelError
@@ -79,7 +79,7 @@ def test_secret_blocks_fill_unset_variables_and_their_values_are_never_logged(pr
     from prefect import flow
     from prefect.blocks.system import Secret
 
-    from tasks.tracking import load_secrets
+    from tuneline.tasks.tracking import load_secrets
 
     Secret(value=SECRETS["MLFLOW_TRACKING_TOKEN"]).save(SECRET_VARIABLES["MLFLOW_TRACKING_TOKEN"], overwrite=True)
     Secret(value="serve-token-from-block").save(SECRET_VARIABLES["TUNELINE_SERVE_TOKEN"], overwrite=True)
@@ -134,7 +134,7 @@ def test_a_run_records_no_secret_from_its_environment(prefect_harness, state, ti
     with running_mlflow_server(tmp_path / "server") as uri:
         port = uri.rsplit(":", 1)[1]
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://tuneline:{URL_PASSWORD}@127.0.0.1:{port}")
-        from flows.retrain import retrain
+        from tuneline.flows.retrain import retrain
 
         final = retrain(config=load_config(overrides=[
             f"data.path={data}", f"train.base_model={tiny_bert}", "train.max_length=64", "train.max_steps=2",
@@ -173,8 +173,8 @@ def _pickled_copy(tiny_bert: Path, folder: Path) -> Path:
 def test_a_model_with_pickled_weights_is_refused_by_the_loaders(tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from tuneline.gating import score_version
-    from tuneline.modeling import load_trained
+    from tuneline.promotion.gate import score_version
+    from tuneline.training.modeling import load_trained
 
     pickled = _pickled_copy(tiny_bert, tmp_path / "hf_model")
     # transformers alone would load it (through torch.load): the refusal is tuneline's.
@@ -192,11 +192,11 @@ def test_a_model_with_pickled_weights_is_refused_by_the_loaders(tiny_bert, tmp_p
 # The only places tuneline unpickles, each reading a file that tuneline itself wrote a moment before, in a folder
 # of the run under the state folder (never a download from the registry or the Hub). A new one must be argued here.
 TRUSTED_UNPICKLING = {
-    ("tuneline/distributed.py", "_launch", "pickle.loads"): "error.rank*.pkl, written by our own torchrun workers",
-    ("tuneline/distributed.py", "_work", "pickle.load"): "job.pkl, written by _launch, the parent of the worker",
-    ("tuneline/tuning.py", "_train_in_child", "pickle.loads"): "outcome.pkl, written by the trial's child process",
-    ("tuneline/tuning.py", "_child_main", "pickle.loads"): "trial.pkl, written by _train_in_child, the parent",
-    ("tuneline/variants.py", "torchscript_runner", "torch.jit.load"): "model.int8.pt, which quantize_torch_dynamic "
+    ("tuneline/training/distributed.py", "_launch", "pickle.loads"): "error.rank*.pkl, written by our own torchrun workers",
+    ("tuneline/training/distributed.py", "_work", "pickle.load"): "job.pkl, written by _launch, the parent of the worker",
+    ("tuneline/tuning/search.py", "_train_in_child", "pickle.loads"): "outcome.pkl, written by the trial's child process",
+    ("tuneline/tuning/search.py", "_child_main", "pickle.loads"): "trial.pkl, written by _train_in_child, the parent",
+    ("tuneline/export/variants.py", "torchscript_runner", "torch.jit.load"): "model.int8.pt, which quantize_torch_dynamic "
     "wrote in the same export task (a TorchScript archive: tensors and TorchScript code, no Python objects)",
 }
 UNPICKLING = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cloudpickle.load", "cloudpickle.loads", "dill.load",

@@ -18,9 +18,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
-from tasks.common import TRANSIENT_RETRIES
+from tuneline.tasks.common import TRANSIENT_RETRIES
 from tests.conftest import free_port, make_reviews, running_mlflow_server
-from tuneline import registry
+from tuneline.registry import store as registry
 from tuneline.cli import app
 from tuneline.config import load_config
 from tuneline.errors import TrackingServerError, is_transient
@@ -103,7 +103,7 @@ def test_a_registration_rides_out_an_mlflow_restart_after_the_upload(prefect_har
             restarts[0].start()
 
     monkeypatch.setattr(MlflowClient, "create_model_version", server_dies_first)
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     final = retrain(config=tiny_retrain(reviews, tiny_bert), return_state=True)
     restarts[0].join(timeout=180)
@@ -128,17 +128,17 @@ def test_a_registration_rides_out_an_mlflow_restart_after_the_upload(prefect_har
 @pytest.mark.slow
 def test_an_mlflow_server_that_stays_down_fails_the_run_clearly_and_keeps_its_files(
         prefect_harness, state, server, tiny_bert, reviews, monkeypatch):
-    import tasks.register
+    import tuneline.tasks.register
 
-    render_card = tasks.register.render_model_card
+    render_card = tuneline.tasks.register.render_model_card
 
     def server_dies_first(**kwargs):  # the register stage starts: everything trained is on disk
         server.stop()
         return render_card(**kwargs)
 
-    monkeypatch.setattr(tasks.register, "render_model_card", server_dies_first)
+    monkeypatch.setattr(tuneline.tasks.register, "render_model_card", server_dies_first)
     uri = f"http://127.0.0.1:{server.port}"
-    from flows.retrain import retrain
+    from tuneline.flows.retrain import retrain
 
     started = time.monotonic()
     final = retrain(config=tiny_retrain(reviews, tiny_bert), return_state=True)

@@ -63,9 +63,9 @@ def _environment(home: Path) -> dict[str, str]:
 
 
 def _retrain(config: Path, home: Path, log: Path) -> subprocess.Popen:
-    """`python -m flows.retrain --config ...` in a process group of its own (the flow, Prefect's ephemeral server)."""
+    """`python -m tuneline retrain --config ...` in a process group of its own (the flow, Prefect's ephemeral server)."""
     home.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "flows.retrain", "--config", str(config)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "tuneline", "retrain", "--config", str(config)], cwd=ROOT,
                             env=_environment(home), stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -150,8 +150,8 @@ def test_a_lost_connection_mid_training_is_retried_from_the_checkpoint(prefect_h
                                                                        monkeypatch):
     """A transient fault inside the fine-tune task (the tracking server dropping the connection while the loss is
     streamed to it): Prefect retries the task, which resumes from the checkpoint instead of starting over."""
-    from flows.retrain import retrain
-    from tuneline import registry
+    from tuneline.flows.retrain import retrain
+    from tuneline.registry import store as registry
 
     stream = registry.log_metrics
     faults: list[int] = []
@@ -181,8 +181,8 @@ def test_a_failure_after_training_keeps_the_trained_model_for_the_re_run(prefect
                                                                          monkeypatch):
     """Registration fails for good after training (not retryable): the run fails but its training stays; the re-run
     takes the finished model instead of training again and registers exactly one version."""
-    from flows.retrain import retrain
-    from tuneline import registry
+    from tuneline.flows.retrain import retrain
+    from tuneline.registry import store as registry
 
     register = registry.register_model
     monkeypatch.setattr(registry, "register_model", _refuses)

@@ -4,7 +4,7 @@ import pytest
 from prefect import flow, task
 from prefect.runtime import task_run
 
-from tasks.common import TRANSIENT_RETRIES
+from tuneline.tasks.common import TRANSIENT_RETRIES
 from tuneline.errors import DataValidationError
 
 ATTEMPTS: dict[str, int] = {}

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from prefect import flow
 
-from flows.retrain import prepare_data
-from tuneline import registry
+from tuneline.flows.retrain import prepare_data
+from tuneline.registry import store as registry
 from tuneline.config import load_config
-from tuneline.data import BUILTIN_SEQ2SEQ_SAMPLE
+from tuneline.data.loading import BUILTIN_SEQ2SEQ_SAMPLE
 from tuneline.errors import DataValidationError
 
 
@@ -70,8 +70,8 @@ def test_seq2seq_data_stages_on_the_shipped_sample(prefect_harness, state):
 
 def test_land_ingest_and_the_lineage_hash_a_file_alike(prefect_harness, state, scores_csv, monkeypatch):
     """One hash per data file: the run's data.hash, the ingest cache key and what `tuneline land` announces."""
-    import tasks.ingest as ingest
-    from tuneline.data import file_hash
+    import tuneline.tasks.ingest as ingest
+    from tuneline.data.loading import file_hash
 
     config = load_config(overrides=["task=regression", f"data.path={scores_csv}", "data.text_column=review",
                                     "data.label_column=stars"])
@@ -88,7 +88,7 @@ def test_land_ingest_and_the_lineage_hash_a_file_alike(prefect_harness, state, s
 
 
 def test_labels_spelt_several_ways_stop_the_stages_or_are_normalised_when_asked(prefect_harness, state, tmp_path):
-    from tuneline.sample_data import generate_reviews
+    from tuneline.data.samples import generate_reviews
 
     frame = generate_reviews(120, seed=5, label_noise=0.0)[["text", "label"]]
     frame.loc[frame.index[frame["label"] == "positive"][:15], "label"] = " POSITIVE"

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from prefect import flow
 
-from flows.retrain import prepare_data
-from tasks.split import split_data
-from tuneline import registry
+from tuneline.flows.retrain import prepare_data
+from tuneline.tasks.split import split_data
+from tuneline.registry import store as registry
 from tuneline.config import load_config
 from tuneline.errors import DataValidationError, SplitError
-from tuneline.sample_data import generate_reviews
+from tuneline.data.samples import generate_reviews
 
 
 @flow

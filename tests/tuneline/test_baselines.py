@@ -7,8 +7,8 @@ from scipy.stats import binom
 
 from tests.conftest import make_reviews
 from tuneline.config import PromotionConfig
-from tuneline.evaluation import Baselines, paired_test, row_scores, score_baselines
-from tuneline.promotion import ModelMetrics, decide
+from tuneline.evaluation.metrics import Baselines, paired_test, row_scores, score_baselines
+from tuneline.promotion.policy import ModelMetrics, decide
 
 LABELS = ("negative", "positive")
 

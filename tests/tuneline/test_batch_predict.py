@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tuneline.batch_predict import PredictionReport, predict_file, score_on_worker
+from tuneline.serving.batch import PredictionReport, predict_file, score_on_worker
 from tuneline.cli import app
 from tuneline.errors import ConfigError, DataLoadError, DataValidationError, RegistrationError
 from tuneline.settings import PROJECT_ROOT
@@ -362,7 +362,7 @@ def test_batch_inference_imports_neither_torch_nor_prefect(home, tmp_path):
     path = write_input(reviews(10), tmp_path / "in.parquet")
     script = f"""
 import sys
-from tuneline.batch_predict import predict_file
+from tuneline.serving.batch import predict_file
 report = predict_file({URI!r}, {str(path)!r}, {str(tmp_path / 'out.csv')!r})
 heavy = sorted({{"torch", "prefect", "transformers"}} & set(sys.modules))
 assert not heavy, heavy

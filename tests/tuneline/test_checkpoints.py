@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tuneline.checkpoints import OWNER_FILE, checkpoint_key, claim, latest_checkpoint, read_owner
+from tuneline.training.checkpoints import OWNER_FILE, checkpoint_key, claim, latest_checkpoint, read_owner
 from tuneline.config import TrainConfig
 from tuneline.errors import TrainingError
 

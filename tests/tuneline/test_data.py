@@ -6,23 +6,13 @@ import pandas as pd
 import pytest
 
 from tests.conftest import make_reviews
-from tuneline.data import (
-    BUILTIN_SAMPLE,
-    SplitResult,
-    check_disjoint,
-    clean_dataset,
-    clean_text,
-    content_hash,
-    file_hash,
-    label_names,
-    load_dataset,
-    regression_targets,
-    split_dataset,
-    target_bins,
-)
+from tuneline.data.loading import BUILTIN_SAMPLE, content_hash, file_hash, load_dataset, regression_targets
+from tuneline.data.splitting import SplitResult, check_disjoint, label_names, split_dataset, target_bins
+from tuneline.data.cleaning import clean_dataset
+from tuneline.data.text import clean_text
 from tuneline.errors import ConfigError, DataLoadError, DataValidationError, SplitError
-from tuneline.sample_data import SAMPLE_PATH, generate_reviews
-from tuneline.text_checks import duplicate_keys
+from tuneline.data.samples import SAMPLE_PATH, generate_reviews
+from tuneline.data.text import duplicate_keys
 
 
 def _write(frame: pd.DataFrame, path, fmt: str):

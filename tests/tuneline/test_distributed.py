@@ -8,9 +8,9 @@ import pytest
 from transformers import TrainerCallback
 
 from tuneline.config import TrainConfig
-from tuneline.distributed import fine_tune_parallel, process_count
+from tuneline.training.distributed import fine_tune_parallel, process_count
 from tuneline.errors import TrainingError
-from tuneline.modeling import load_trained
+from tuneline.training.modeling import load_trained
 
 
 def test_two_workers_share_each_epoch_and_rank_zero_saves(reviews_splits, tiny_bert, tmp_path):
@@ -53,6 +53,7 @@ class OutOfMemoryAboveMicroBatch2(TrainerCallback):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
 
 
+@pytest.mark.slow  # 36 s: three launches of two torchrun workers; test_two_workers_share_each_epoch... runs one launch
 def test_out_of_memory_in_a_worker_relaunches_all_of_them_with_half_the_micro_batch(reviews_splits, tiny_bert, tmp_path):
     config = TrainConfig(base_model=str(tiny_bert), max_steps=4, save_steps=2, batch_size=4, max_length=32,
                          logging_steps=1, device="cpu", processes=2)

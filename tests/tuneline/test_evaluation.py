@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from tuneline.errors import DataValidationError
-from tuneline.evaluation import (
+from tuneline.evaluation.metrics import (
     classification_report,
     generation_report,
     normalize_spacing,
@@ -216,8 +216,8 @@ def test_minilm_decoded_targets_score_as_their_references():
     # The round trip a BERT-based generator's output takes: WordPiece in, WordPiece decode out (uncased).
     from transformers import AutoTokenizer
 
-    from tuneline.data import BUILTIN_SEQ2SEQ_SAMPLE, load_dataset
-    from tuneline.training import resolve_model_source
+    from tuneline.data.loading import BUILTIN_SEQ2SEQ_SAMPLE, load_dataset
+    from tuneline.training.modeling import resolve_model_source
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("builtin:minilm-l6"))
     references = list(load_dataset(BUILTIN_SEQ2SEQ_SAMPLE, "text", "target").frame["label"][:100])

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from tests.conftest import make_pairs
 from tuneline.config import GenerationConfig, TrainConfig
 from tuneline.errors import ConfigError, ExportParityError
-from tuneline.export_generative import (
+from tuneline.export.generative import (
     CROSS_KV_FILE,
     DECODER_FILE,
     ENCODER_FILE,
@@ -27,8 +27,8 @@ from tuneline.export_generative import (
     export_causal_lm,
     export_generative,
 )
-from tuneline.generation import generate as torch_generate
-from tuneline.onnx_generator import OnnxGenerator, cut_at_stop, penalize_repetition, warp
+from tuneline.evaluation.generation import generate as torch_generate
+from tuneline.runtime.generator import OnnxGenerator, cut_at_stop, penalize_repetition, warp
 
 # Prompts of clearly different lengths, so every batch is padded.
 TEXTS = list(make_pairs(6)["text"]) + ["hi", "a much longer prompt that goes on, and on, about an old blue item"]
@@ -43,7 +43,7 @@ def model_dirs(tiny_model, tiny_bert, tmp_path_factory) -> dict[str, Path]:
     import torch
     from transformers import AutoTokenizer
 
-    from tuneline.modeling import load_base, save_trained
+    from tuneline.training.modeling import load_base, save_trained
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
@@ -68,13 +68,13 @@ def exported(model_dirs, tmp_path_factory):
 
 
 def torch_tokens(model_dir: Path, task: str, texts: list[str], settings: GenerationConfig, eos: int | None = None):
-    """transformers' generate ids for one batch, as tuneline.generation.generate calls it (rows as lists)."""
+    """transformers' generate ids for one batch, as tuneline.evaluation.generation.generate calls it (rows as lists)."""
     import torch
     from transformers import AutoTokenizer
 
-    from tuneline.generation import decoding_kwargs
-    from tuneline.modeling import load_trained
-    from tuneline.training import end_token_id
+    from tuneline.evaluation.generation import decoding_kwargs
+    from tuneline.training.modeling import load_trained
+    from tuneline.training.engine import end_token_id
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left" if task == "causal_lm" else "right"
@@ -120,7 +120,7 @@ def test_greedy_output_matches_pytorch_generate_token_for_token(name, exported, 
     generator = OnnxGenerator(export.output_dir, threads=1)
     ours = generator.generate_tokens(TEXTS, GREEDY, batch_size=len(TEXTS))
     assert ours == torch_tokens(model_dirs[name], TASKS[name], TEXTS, GREEDY)
-    # and the texts, in batches of 3 (the last one shorter), as tuneline.generation.generate gives them
+    # and the texts, in batches of 3 (the last one shorter), as tuneline.evaluation.generation.generate gives them
     texts = torch_generate(model_dirs[name], TASKS[name], TEXTS, GREEDY, MAX_LENGTH, batch_size=3, device="cpu")
     assert generator.generate(TEXTS, GREEDY, batch_size=3) == texts
 
@@ -297,7 +297,7 @@ def test_an_export_of_another_model_fails_parity(exported, model_dirs):
                                                         ("gpt2", "prompt_tuning", "causal_lm")])
 def test_prompt_adapters_export_and_generate_like_pytorch(architecture, method, task, tiny_model, pair_splits,
                                                           tmp_path):
-    from tuneline.training import fine_tune
+    from tuneline.training.engine import fine_tune
 
     config = TrainConfig(base_model=str(tiny_model(architecture)), method=method, max_steps=2, batch_size=4,
                          eval_batch_size=8, device="cpu", learning_rate=1e-3)
@@ -317,7 +317,7 @@ def test_unsupported_requests_are_refused_clearly(exported, tiny_model, pair_spl
         export_generative(tiny_model("gpt2"), tmp_path / "x", "classification", 17, MAX_LENGTH, TEXTS, 1e-4)
     with pytest.raises(FileNotFoundError, match="not a generative ONNX export"):
         OnnxGenerator(tmp_path)
-    from tuneline.training import fine_tune
+    from tuneline.training.engine import fine_tune
 
     config = TrainConfig(base_model=str(tiny_model("t5")), method="prefix_tuning", max_steps=1, batch_size=4,
                          eval_batch_size=8, device="cpu")
@@ -328,7 +328,7 @@ def test_unsupported_requests_are_refused_clearly(exported, tiny_model, pair_spl
 
 
 def test_the_runtime_imports_neither_torch_nor_transformers():
-    code = ("import sys, tuneline.onnx_generator; "
+    code = ("import sys, tuneline.runtime.generator; "
             "loaded = {m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'prefect', 'pydantic'}; "
             "assert not loaded, loaded")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
@@ -338,9 +338,9 @@ def test_the_runtime_imports_neither_torch_nor_transformers():
 @pytest.mark.parametrize("name", ["gpt2", "t5"])
 def test_dynamic_int8_quantizes_every_graph_and_is_measured_beside_fp32(model_dirs, tmp_path, name):
     from tuneline.config import ExportConfig
-    from tuneline.export import export_generative_and_quantize
-    from tuneline.quantization import count_ops
-    from tuneline.variants import compare_generative_variants
+    from tuneline.export.generative import export_generative_and_quantize
+    from tuneline.export.quantization import count_ops
+    from tuneline.export.variants import compare_generative_variants
 
     task = TASKS[name]
     result = export_generative_and_quantize(model_dirs[name], tmp_path, ExportConfig(parity_rows=4), MAX_LENGTH,
@@ -363,7 +363,7 @@ def test_dynamic_int8_quantizes_every_graph_and_is_measured_beside_fp32(model_di
 
 def test_keep_fp32_patterns_apply_across_the_generator_graphs(model_dirs, tmp_path):
     from tuneline.config import ExportConfig
-    from tuneline.export import export_generative_and_quantize
+    from tuneline.export.generative import export_generative_and_quantize
 
     with pytest.raises(ConfigError, match="'/nowhere/\\*' matches no quantizable node"):
         export_generative_and_quantize(model_dirs["gpt2"], tmp_path, ExportConfig(keep_fp32=["/nowhere/*"]),

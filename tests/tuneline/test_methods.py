@@ -9,9 +9,9 @@ import pytest
 
 from tuneline.config import GenerationConfig, TrainConfig
 from tuneline.errors import ConfigError
-from tuneline.generation import cut_at_stop, generate
-from tuneline.modeling import load_trained
-from tuneline.training import _schedule, cross_validate, encode_rows, fine_tune, plot_curves, predict_proba
+from tuneline.evaluation.generation import cut_at_stop, generate
+from tuneline.training.modeling import load_trained
+from tuneline.training.engine import _schedule, cross_validate, encode_rows, fine_tune, plot_curves, predict_proba
 
 TWO_STEPS = dict(max_steps=2, batch_size=4, eval_batch_size=8, device="cpu", logging_steps=1, learning_rate=1e-3)
 

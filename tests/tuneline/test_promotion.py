@@ -3,8 +3,8 @@ import re
 import pytest
 
 from tuneline.config import PromotionConfig
-from tuneline.evaluation import Baseline, Baselines
-from tuneline.promotion import ModelMetrics, decide
+from tuneline.evaluation.metrics import Baseline, Baselines
+from tuneline.promotion.policy import ModelMetrics, decide
 
 POLICY = PromotionConfig()
 CHAMPION = ModelMetrics({"accuracy": 0.90, "macro_f1": 0.90}, test_hash="t1")

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from tests.conftest import running_mlflow_server
-from tuneline import registry
+from tuneline.registry import store as registry
 from tuneline.config import ExportConfig
-from tuneline.export import export_and_quantize
+from tuneline.export.encoder import export_and_quantize
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 WORKER = """
 import sys
 from pathlib import Path
-from tuneline import registry
+from tuneline.registry import store as registry
 folder, name, worker = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 run_id = registry.start_run("concurrency", f"worker-{worker}", {"worker": worker}, "worker: " + worker, {})
 version = registry.register_model(run_id, name, folder / "hf_model", folder / "model.onnx", folder / "model.int8.onnx",

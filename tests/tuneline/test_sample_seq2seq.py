@@ -6,10 +6,10 @@ from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from tuneline.cli import app
-from tuneline.data import BUILTIN_SEQ2SEQ_SAMPLE, CANONICAL_COLUMNS, load_dataset, resolve_data_path
+from tuneline.data.loading import BUILTIN_SEQ2SEQ_SAMPLE, CANONICAL_COLUMNS, load_dataset, resolve_data_path
 from tuneline.errors import DataLoadError
-from tuneline.sample_data import SEQ2SEQ_SAMPLE_PATH, TOPICS, generate_seq2seq, write_seq2seq_sample
-from tuneline.training import resolve_model_source
+from tuneline.data.samples import SEQ2SEQ_SAMPLE_PATH, TOPICS, generate_seq2seq, write_seq2seq_sample
+from tuneline.training.modeling import resolve_model_source
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,10 @@ import pytest
 from tests.conftest import free_port
 from tuneline.config import ExportConfig, GenerationConfig
 from tuneline.errors import RegistrationError
-from tuneline.export import export_and_quantize, export_generative_and_quantize
-from tuneline.onnx_classifier import OnnxClassifier
-from tuneline.onnx_generator import OnnxGenerator
+from tuneline.export.encoder import export_and_quantize
+from tuneline.export.generative import export_generative_and_quantize
+from tuneline.runtime.classifier import OnnxClassifier
+from tuneline.runtime.generator import OnnxGenerator
 from tuneline.serving import (Batcher, LoadedModel, ModelHolder, ServeSettings, files_to_serve, length_pieces, load_model,
                               run_sorted)
 
@@ -38,7 +39,7 @@ def registered_classifiers(tiny_bert, tmp_path_factory, name: str = MODEL, versi
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNELINE_HOME", str(home))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        from tuneline import registry
+        from tuneline.registry import store as registry
 
         for seed in range(versions):
             folder = tmp_path_factory.mktemp(f"files-{seed}")
@@ -74,7 +75,7 @@ def generator_home(tiny_model, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNELINE_HOME", str(home))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        from tuneline import registry
+        from tuneline.registry import store as registry
 
         folder = tmp_path_factory.mktemp("t5-files")
         shutil.copytree(tiny_model("t5"), folder / "hf_model")
@@ -132,7 +133,7 @@ def server(home):
 
 
 def in_process(home: Path, version: str) -> list[tuple[str, float]]:
-    from tuneline import registry
+    from tuneline.registry import store as registry
 
     files = registry.download_version(MODEL, version, home / f"check-{version}")
     classifier = OnnxClassifier(files / "model.int8.onnx", files / "hf_model", 32)
@@ -225,7 +226,7 @@ def test_concurrent_requests_are_batched_and_counted(server):
 def test_a_promotion_during_traffic_is_picked_up_with_no_failed_request(server, home, monkeypatch):
     monkeypatch.setenv("TUNELINE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from tuneline import registry
+    from tuneline.registry import store as registry
 
     seen, failures, done = [], [], threading.Event()
 
@@ -481,7 +482,7 @@ def test_greedy_generation_requests_with_the_same_settings_share_a_batch(generat
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from concurrent.futures import ThreadPoolExecutor
 
-    from tuneline import registry
+    from tuneline.registry import store as registry
 
     files = registry.download_version(GENERATOR, "1", generator_home / "check")
     generator = OnnxGenerator(files / "generator")

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import shlex
 import socket
 import subprocess
 import time

@@ -6,10 +6,17 @@ import pytest
 
 from tests.conftest import make_reviews
 from tuneline.config import SplitConfig, load_config
-from tuneline.data import SplitResult, check_no_near_duplicates, label_names, split_dataset, split_lineage, time_order
+from tuneline.data.splitting import (
+    SplitResult,
+    check_no_near_duplicates,
+    label_names,
+    split_dataset,
+    split_lineage,
+    time_order,
+)
 from tuneline.errors import ConfigError, SplitError
-from tuneline.sample_data import generate_reviews
-from tuneline.text_checks import pairs_across
+from tuneline.data.samples import generate_reviews
+from tuneline.data.text import pairs_across
 
 FRACTIONS = (0.8, 0.1, 0.1)
 

@@ -8,22 +8,22 @@ import pytest
 
 from tests.conftest import make_pairs, make_reviews
 from tuneline.config import DataConfig, SplitConfig, TextChecksConfig
-from tuneline.data import BUILTIN_SAMPLE, SplitResult, clean_dataset, label_names, load_dataset, split_dataset
+from tuneline.data.loading import BUILTIN_SAMPLE, load_dataset
+from tuneline.data.splitting import SplitResult, label_names, split_dataset
+from tuneline.data.cleaning import clean_dataset
 from tuneline.errors import ConfigError, DataValidationError
-from tuneline.text_checks import (
+from tuneline.data.text import (
     duplicate_key,
     find_near_duplicates,
     find_pii,
-    length_histogram,
-    load_tokenizer,
     label_spellings,
     luhn_valid,
     mask_pii,
     normalise_text,
     shingles,
-    template_regex,
 )
-from tuneline.validation import check_splits, raise_for_failures, validate_frame
+from tuneline.validation.lengths import length_histogram, load_tokenizer, template_regex
+from tuneline.validation.suite import check_splits, raise_for_failures, validate_frame
 
 LABELS = ["negative", "positive"]
 

@@ -2,7 +2,8 @@ import pytest
 
 from tuneline.config import TrainConfig
 from tuneline.errors import ConfigError
-from tuneline.training import fine_tune, predict_proba, resolve_model_source
+from tuneline.training.engine import fine_tune, predict_proba
+from tuneline.training.modeling import resolve_model_source
 
 
 def test_builtin_model_resolves_to_the_packaged_folder():
@@ -57,7 +58,7 @@ def test_asking_for_cuda_without_one_is_a_config_error():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from tuneline.training import pick_device
+    from tuneline.training.engine import pick_device
 
     with pytest.raises(ConfigError, match="no CUDA device"):
         pick_device("cuda")
@@ -129,7 +130,7 @@ def test_out_of_memory_at_micro_batch_one_says_what_to_try(tiny_bert, reviews_sp
 
 @pytest.mark.parametrize(("micro_batch", "smaller"), [(8, 4), (12, 6), (6, 3), (9, 3), (7, 1), (2, 1)])
 def test_the_smaller_micro_batch_divides_the_batch(micro_batch, smaller):
-    from tuneline.training import smaller_micro_batch
+    from tuneline.training.engine import smaller_micro_batch
 
     assert smaller_micro_batch(micro_batch) == smaller
 
@@ -143,7 +144,7 @@ def test_a_batch_that_cannot_fit_on_the_gpu_trains_through_the_fallback(tmp_path
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from tuneline.data import SplitResult
+    from tuneline.data.splitting import SplitResult
 
     words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "dull"]
 

@@ -8,9 +8,17 @@ from optuna.trial import TrialState
 
 from tuneline.config import RetrainConfig
 from tuneline.errors import ConfigError, TuningError
-from tuneline.tuning import (
-    Param, TuneConfig, apply_params, best_config, distributions, load_tune_config, open_study, planned_steps,
-    recover_interrupted, trial_config,
+from tuneline.tuning.search import (
+    Param,
+    TuneConfig,
+    apply_params,
+    best_config,
+    distributions,
+    load_tune_config,
+    open_study,
+    planned_steps,
+    recover_interrupted,
+    trial_config,
 )
 
 

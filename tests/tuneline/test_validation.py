@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from tuneline.config import DataConfig, TextChecksConfig
-from tuneline.data import BUILTIN_SAMPLE, BUILTIN_SEQ2SEQ_SAMPLE, canonical_number, load_dataset
+from tuneline.data.loading import BUILTIN_SAMPLE, BUILTIN_SEQ2SEQ_SAMPLE, canonical_number, load_dataset
 from tuneline.errors import ConfigError, DataValidationError
-from tuneline.validation import EXPECTATIONS_DIR, load_suite, raise_for_failures, validate_frame
+from tuneline.validation.suite import EXPECTATIONS_DIR, load_suite, raise_for_failures, validate_frame
 
 LABELS = ["negative", "positive"]
 

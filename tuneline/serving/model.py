@@ -100,7 +100,7 @@ def run_sorted(predict: Callable[[list[str]], list], texts: list[str], texts_per
 def load_model(name: str, version: str, threads: int | None = None, scratch: Path | None = None,
                texts_per_run: int = 4) -> LoadedModel:
     """Download the files serving needs of a version and build its onnxruntime predictor (INT8 ONNX when there is one)."""
-    from tuneline import registry
+    from tuneline.registry import store as registry
 
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-v{version}-", dir=scratch))
     wanted = files_to_serve(registry.list_version_files(name, version))
@@ -110,7 +110,7 @@ def load_model(name: str, version: str, threads: int | None = None, scratch: Pat
     task, max_length = settings.get("task", "classification"), int(settings.get("max_length", 128))
     if task in GENERATIVE_TASKS:
         from tuneline.config import GenerationConfig
-        from tuneline.onnx_generator import OnnxGenerator
+        from tuneline.runtime.generator import OnnxGenerator
 
         generator = OnnxGenerator(folder / wanted[1], threads, spinning=False)
         defaults = dict(settings.get("generation") or {})
@@ -124,7 +124,7 @@ def load_model(name: str, version: str, threads: int | None = None, scratch: Pat
             return [{"generated": text} for text in generated]
 
         return LoadedModel(name, version, task, (), predict, folder, decoding=decoding)
-    from tuneline.onnx_classifier import OnnxClassifier
+    from tuneline.runtime.classifier import OnnxClassifier
 
     # No spinning: the event loop shares the cores, and threads busy-waiting between operators starve it.
     classifier = OnnxClassifier(folder / wanted[1], folder / "artifacts" / "hf_model", max_length, threads,
@@ -149,7 +149,7 @@ class ModelHolder:
 
     def refresh(self) -> bool:
         """Load the version the reference points at, if it is not the one served; True when it swapped."""
-        from tuneline import registry
+        from tuneline.registry import store as registry
 
         version = str(registry.resolve_version(self.name, self.reference).version)
         if self.current is not None and self.current.version == version:
