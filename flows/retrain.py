@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 
+from tuneline.kinds import kind
 import tuneline.flows  # noqa: F401  (sets up the environment before Prefect is imported)
 from prefect import flow
 from prefect.runtime import flow_run
@@ -25,7 +26,7 @@ from tuneline.tasks.split import split_data
 from tuneline.tasks.tracking import finish_tracking, load_secrets, start_tracking
 from tuneline.tasks.train import cross_validate_model, fine_tune_model
 from tuneline.tasks.validate import validate_data
-from tuneline.config import TEST_METRICS, RetrainConfig
+from tuneline.config import RetrainConfig
 from tuneline.settings import state_dir, tracking_uri
 from tuneline.summary import RetrainSummary
 
@@ -33,9 +34,9 @@ from tuneline.summary import RetrainSummary
 def evaluate_for_task(trained, splits, config: RetrainConfig, work_dir, run_id):
     """The evaluation stage of the configured task: its metrics, plots and worst examples."""
     evaluation, length, batch = config.evaluation, config.train.max_length, config.train.eval_batch_size
-    if config.task == "classification":
+    if kind(config.task).has_classes:
         return evaluate_model(trained, splits, evaluation, length, batch, work_dir, run_id)
-    if config.task == "regression":
+    if kind(config.task).numeric:
         return evaluate_regression(trained, splits, evaluation, length, batch, work_dir, run_id)
     return evaluate_generation(trained, splits, evaluation, config.generation, length, batch, work_dir, run_id)
 
@@ -70,7 +71,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
             cross_validate_model(splits, config.train, config.task, work_dir, run_id)
         trained = fine_tune_model(splits, config.train, config.task, work_dir, run_id)
         torch_report = evaluate_for_task(trained, splits, config, work_dir, run_id)
-        test_metrics = {name: value for name, value in torch_report.metrics().items() if name in TEST_METRICS[config.task]}
+        test_metrics = {name: value for name, value in torch_report.metrics().items() if name in kind(config.task).test_metrics}
         baselines = measure_baselines(splits, config.task, trained.model_dir, run_id)  # the gate's floor
         exported = export_model(trained.model_dir, list(splits.validation["text"]), list(splits.train["text"]),
                                 config.export, config.task, config.train.max_length, work_dir, run_id)
@@ -79,7 +80,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
         triton = triton_repository(exported, config.registry.model_name, work_dir) if config.export.triton else None
         version = register_version(config, ingested, validation, cleaned, splits, trained, test_metrics, exported,
                                    variants, run_id, triton=triton,
-                                   classification=torch_report if config.task == "classification" else None)
+                                   classification=torch_report if kind(config.task).has_classes else None)
         gate = gate_and_promote(version, splits, test_metrics, config, baselines)
         if gate.awaiting_signoff:  # promotion.signoff: the flow pauses here until a person approves or rejects
             gate = await_signoff(version, gate, test_metrics, config)

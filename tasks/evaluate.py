@@ -8,9 +8,10 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
+from tuneline.kinds import kind
 from tuneline.tasks.common import TRANSIENT_RETRIES
 from tuneline.registry import store as registry
-from tuneline.config import GENERATIVE_TASKS, EvaluationConfig, GenerationConfig
+from tuneline.config import EvaluationConfig, GenerationConfig
 from tuneline.data.splitting import SplitResult
 from tuneline.data.loading import regression_targets
 from tuneline.evaluation.metrics import (
@@ -60,7 +61,7 @@ def log_row_scores(scores: dict[str, tuple[float, ...]], test: pd.DataFrame, wor
 @task(name="score-baselines", **TRANSIENT_RETRIES)
 def measure_baselines(splits: SplitResult, task_type: str, model_dir: Path, run_id: str) -> Baselines:
     """The gate's floor: trivial baselines fitted on the train split, scored on the test split, recorded with the run."""
-    lowercase = lowercases(model_dir) if task_type in GENERATIVE_TASKS else False  # scored as the model's outputs are
+    lowercase = lowercases(model_dir) if kind(task_type).generative else False  # scored as the model's outputs are
     baselines = score_baselines(task_type, splits.train, splits.test, splits.labels, lowercase, splits.hashes["test"])
     registry.log_json(run_id, baselines.to_dict(), BASELINES_ARTIFACT)
     registry.log_metrics(run_id, {f"baseline_{b.name.replace('-', '_').replace(' ', '_')}_{metric}": value

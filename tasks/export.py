@@ -8,9 +8,10 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
+from tuneline.kinds import kind
 from tuneline.tasks.common import TRANSIENT_RETRIES
 from tuneline.registry import store as registry
-from tuneline.config import GENERATIVE_TASKS, ExportConfig, GenerationConfig
+from tuneline.config import ExportConfig, GenerationConfig
 from tuneline.data.loading import regression_targets
 from tuneline.export.common import ExportResult
 from tuneline.export.encoder import export_and_quantize
@@ -26,7 +27,7 @@ def export_model(model_dir: Path, parity_texts: list[str], calibration_texts: li
 
     Generative models become a `generator/` folder (graphs with past key values) and `generator.int8/`.
     """
-    if task_type in GENERATIVE_TASKS:
+    if kind(task_type).generative:
         result = export_generative_and_quantize(model_dir, work_dir / "onnx", config, max_length,
                                                 parity_texts[: config.parity_rows], task_type)
     else:
@@ -46,12 +47,12 @@ def compare_exported(model_dir: Path, test: pd.DataFrame, labels: tuple[str, ...
                      config: ExportConfig, task_type: str, max_length: int, batch_size: int,
                      run_id: str, generation: GenerationConfig | None = None) -> tuple[VariantResult, ...]:
     """Size, latency, throughput and test metrics of PyTorch FP32, ONNX FP32 and INT8; refuse an INT8 that lost too much."""
-    if task_type in GENERATIVE_TASKS:
+    if kind(task_type).generative:
         variants = compare_generative_variants(task_type, model_dir, exported.onnx_path, exported.int8_path,
                                                list(test["text"]), list(test["label"]), generation or GenerationConfig(),
                                                max_length, batch_size)
     else:
-        targets = list(test["label"]) if task_type == "classification" else list(regression_targets(test))
+        targets = list(test["label"]) if kind(task_type).has_classes else list(regression_targets(test))
         variants = compare_variants(task_type, model_dir, exported.onnx_path, exported.int8_path,
                                     exported.quantization, list(test["text"]), targets, labels, max_length, batch_size)
     table = [v.row(task_type, variants[0]) for v in variants]

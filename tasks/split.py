@@ -10,6 +10,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from tuneline.kinds import kind
 from tuneline.tasks.common import data_stage_cache
 from tuneline.registry import store as registry
 from tuneline.config import DataConfig, SplitConfig
@@ -39,7 +40,7 @@ def split_data(
     Cached on the cleaned data's hash and the split settings; `record_split` logs sizes, hashes, lineage
     and the test and calibration rows to each run.
     """
-    labels = label_names(cleaned.frame, data.labels) if task == "classification" else ()
+    labels = label_names(cleaned.frame, data.labels) if kind(task).has_classes else ()
     result = split_dataset(
         cleaned.frame, labels, config.train_fraction, config.validation_fraction, config.test_fraction,
         config.seed, config.stratify, task, strategy=config.strategy, group_column=config.group_column,
@@ -70,7 +71,7 @@ def record_split(result: SplitResult, config: SplitConfig, source: str, run_id: 
                                   "rows_dropped_by_split": result.rows_dropped,
                                   "near_duplicate_groups": result.near_duplicate_groups})
     tags = {f"data.hash.{n}": h for n, h in result.hashes.items()} | split_lineage(result, config)
-    if task == "classification":
+    if kind(task).has_classes:
         tags["labels"] = ",".join(result.labels)
     registry.set_tags(run_id, tags)
     registry.log_datasets(run_id, result.parts(), source)

@@ -10,6 +10,7 @@ import numpy as np
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tuneline.kinds import kind
 from tuneline.tasks.common import data_stage_cache
 from tuneline.registry import store as registry
 from tuneline.config import DataConfig, SplitConfig, TrainConfig
@@ -54,7 +55,7 @@ def validate_data(ingested: IngestResult, config: DataConfig, run_id: str, task:
     settings; a passing report is logged to each run by `record_validation`.
     """
     # Only a classifier has a closed set of labels; regression and generation suites take no parameter.
-    allowed = list(label_names(ingested.frame, config.labels)) if task == "classification" else None
+    allowed = list(label_names(ingested.frame, config.labels)) if kind(task).has_classes else None
     tokenizer = load_tokenizer(train.base_model) if train is not None else None
     report = validate_frame(ingested.frame, config.expectation_suite, allowed, task, config.checks,
                             train.max_length if train is not None else None, tokenizer, split, data=config)

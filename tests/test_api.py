@@ -121,9 +121,16 @@ def test_retrain_from_python_registers_a_version_load_model_predicts_as_the_regi
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("wheel")
+    import shutil
+
+    folder, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("tuneline", "flows", "tasks"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(folder), str(ROOT)], check=True, capture_output=True)
+                    "--wheel-dir", str(folder), str(source)], check=True, capture_output=True)
     return next(folder.glob("tuneline-*.whl"))
 
 
@@ -132,7 +139,7 @@ def test_the_wheel_installs_one_package_with_flows_tasks_and_data_inside(wheel):
     assert {name.split("/")[0] for name in names} == {"tuneline", f"{wheel.name.split('-py')[0]}.dist-info"}
     for inside in ("tuneline/flows/retrain.py", "tuneline/tasks/train.py", "tuneline/api.py",
                    "tuneline/data/resources/sample_reviews.csv", "tuneline/serving/proto/inference.proto",
-                   "tuneline/runtime/pyfunc.py"):
+                   "tuneline/runtime/pyfunc.py", "tuneline/kinds/classification.py"):
         assert inside in names, inside
     assert not [n for n in names if "__pycache__" in n or n.startswith("tuneline/tests")]
 

@@ -44,6 +44,17 @@ def test_sample_writes_the_generator_output(tmp_path):
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 51
 
 
+def test_sample_writes_every_shipped_sample_byte_for_byte(tmp_path):
+    from tuneline.data.samples import SAMPLES
+
+    for name, (_, shipped) in SAMPLES.items():
+        result = runner.invoke(app, ["sample", str(tmp_path / f"{name}.csv"), "--kind", name])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / f"{name}.csv").read_bytes() == shipped.read_bytes(), name
+    refused = runner.invoke(app, ["sample", str(tmp_path / "x.csv"), "--kind", "translation"])
+    assert refused.exit_code == 1 and "choose one of reviews, seq2seq, causal, multilabel, ratings" in refused.output
+
+
 def test_rollback_and_models_explain_an_unknown_model(state):
     rolled = runner.invoke(app, ["rollback", "never-registered"])
     assert rolled.exit_code == 1 and "has no champion to roll back" in rolled.output

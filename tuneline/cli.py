@@ -201,15 +201,21 @@ def models(name: Annotated[str, typer.Argument(help="Registered model name.")]) 
 @app.command()
 def sample(
     output: Annotated[Path, typer.Argument(help="Where to write the CSV.")],
-    kind: Annotated[Literal["reviews", "seq2seq"], typer.Option(
-        help="reviews: text,label,domain (classification); seq2seq: text,target,topic (generation).")] = "reviews",
-    rows: Annotated[Optional[int], typer.Option(help="Rows to write (default: 3000 for reviews, 2000 for seq2seq).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 13 for reviews, 17 for seq2seq).")] = None,
+    kind: Annotated[str, typer.Option(help=(
+        "reviews: text,label,domain (classification); ratings: text,rating,domain (regression); seq2seq: "
+        "text,target,topic; causal: prompt,response,intent (causal_lm); multilabel: text,labels (|-joined),product."
+    ))] = "reviews",
+    rows: Annotated[Optional[int], typer.Option(help="Rows to write (default: the shipped sample's).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: the shipped sample's).")] = None,
 ) -> None:
-    """Write a generated sample; the defaults give exactly the shipped builtin:sample-reviews / builtin:sample-seq2seq."""
-    from tuneline.data.samples import write_sample, write_seq2seq_sample
+    """Write a generated sample; the defaults give exactly the shipped builtin:sample-<kind> file."""
+    from tuneline.data.samples import SAMPLES
+    from tuneline.errors import ConfigError
 
-    write = write_sample if kind == "reviews" else write_seq2seq_sample
+    with _plain_errors():
+        if kind not in SAMPLES:
+            raise ConfigError(f"tuneline sample --kind {kind!r}: choose one of {', '.join(SAMPLES)}")
+    write, _ = SAMPLES[kind]
     # Unset options fall through to the writer's own defaults: those of the shipped sample of that kind.
     given = {name: value for name, value in (("n_rows", rows), ("seed", seed)) if value is not None}
     typer.echo(write(output, **given))

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneline.errors import ConfigError
+from tuneline.kinds import KINDS, NAMES, kind
 from tuneline.settings import refuse_secrets
 
 
@@ -257,19 +258,11 @@ class SplitConfig(_Section):
         return self
 
 
-Task = Literal["classification", "regression", "seq2seq", "causal_lm"]
-GENERATIVE_TASKS = ("seq2seq", "causal_lm")  # `label` holds the target text; the model generates
+Task = Literal[NAMES]  # one per module of tuneline/kinds
 Method = Literal["full", "lora", "qlora", "prefix_tuning", "prompt_tuning", "ia3"]
 PEFT_METHODS = ("lora", "qlora", "prefix_tuning", "prompt_tuning", "ia3")
 PROMPT_METHODS = ("prefix_tuning", "prompt_tuning")  # virtual tokens: nothing to merge into the base
 
-# Validation metrics each task's Trainer reports; `loss` for every task.
-VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("loss", "accuracy", "macro_f1"),
-    "regression": ("loss", "mse", "mae", "r2"),
-    "seq2seq": ("loss",),
-    "causal_lm": ("loss",),
-}
 LOWER_IS_BETTER = frozenset({"loss", "mse", "mae"})
 
 
@@ -482,18 +475,7 @@ class RegistryConfig(_Section):
     model_name: str = Field("tuneline-classifier", min_length=1, description="Registered model name in MLflow.")
 
 
-GateMetric = Literal["accuracy", "macro_f1", "mse", "mae", "r2", "bleu", "rouge1", "rouge2", "rougeL"]
-TEST_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "macro_f1"),
-    "regression": ("mse", "mae", "r2"),
-    "seq2seq": ("bleu", "rouge1", "rouge2", "rougeL"),
-    "causal_lm": ("bleu", "rouge1", "rouge2", "rougeL"),
-}
-# The gate each task gets unless the config names one: primary, guarded metrics, their allowed drop.
-DEFAULT_GATE = {"classification": ("accuracy", ["macro_f1"], 0.01), "regression": ("mse", ["r2"], 0.01),
-                "seq2seq": ("rougeL", ["bleu"], 1.0), "causal_lm": ("rougeL", ["bleu"], 1.0)}
-DEFAULT_SUITE = {"classification": "text_classification", "regression": "text_regression",
-                 "seq2seq": "text_generation", "causal_lm": "text_generation"}
+GateMetric = Literal[tuple(dict.fromkeys(m for k in KINDS.values() for m in k.test_metrics))]  # every kind's test metrics
 
 
 class SignoffConfig(_Section):
@@ -567,8 +549,8 @@ class RetrainConfig(_Section):
 
     task: Task = Field(
         "classification",
-        description="classification, regression (a number per text), seq2seq (text to text, encoder-decoder) "
-        "or causal_lm (prompt to response, decoder-only). For generation tasks data.label_column holds the target.",
+        description="; ".join(f"{k.name}: {k.description}" for k in KINDS.values())
+        + ". For generation tasks data.label_column holds the target.",
     )
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
@@ -583,43 +565,45 @@ class RetrainConfig(_Section):
     @classmethod
     def _task_defaults(cls, raw: Any) -> Any:
         """Defaults that only make sense for classification follow the task, unless the user set them."""
-        if not isinstance(raw, dict) or raw.get("task", "classification") not in DEFAULT_GATE:
+        if not isinstance(raw, dict) or raw.get("task", "classification") not in KINDS:
             return raw  # not a mapping, or an unknown task that field validation reports
 
         def given(section: str) -> dict[str, Any]:
             value = raw.get(section) or {}
             return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else dict(value)
 
-        primary, guarded, drop = DEFAULT_GATE[raw.get("task", "classification")]
+        task = KINDS[raw.get("task", "classification")]
+        primary, guarded, drop = task.primary_metric, list(task.guarded_metrics), task.max_guarded_drop
         promotion, data = given("promotion"), given("data")
         if "primary_metric" not in promotion and "guarded_metrics" not in promotion:
             promotion = {"primary_metric": primary, "guarded_metrics": guarded, "max_guarded_drop": drop} | promotion
-        data.setdefault("expectation_suite", DEFAULT_SUITE[raw.get("task", "classification")])
+        data.setdefault("expectation_suite", task.suite)
         return raw | {"promotion": promotion, "data": data}
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> RetrainConfig:
         task, train, promotion = self.task, self.train, self.promotion
-        if train.best_metric not in VALIDATION_METRICS[task]:
+        what = kind(task)
+        if train.best_metric not in what.validation_metrics:
             raise ValueError(f"train.best_metric {train.best_metric!r} is not reported for task {task}; "
-                             f"choose one of {list(VALIDATION_METRICS[task])}")
+                             f"choose one of {list(what.validation_metrics)}")
         for metric in [promotion.primary_metric, *promotion.guarded_metrics]:
-            if metric not in TEST_METRICS[task]:
+            if metric not in what.test_metrics:
                 raise ValueError(f"promotion metric {metric!r} is not measured for task {task}; "
-                                 f"choose from {list(TEST_METRICS[task])}")
-        if train.method in PEFT_METHODS and train.modules_to_save == [] and task in ("classification", "regression"):
+                                 f"choose from {list(what.test_metrics)}")
+        if train.method in PEFT_METHODS and train.modules_to_save == [] and what.model == "sequence_classification":
             raise ValueError(f"method {train.method} freezes the base model and modules_to_save is empty, so the "
                              "newly initialised classification head would never be trained; leave modules_to_save "
                              "empty (unset) or name the head (e.g. [classifier])")
-        if self.data.labels is not None and task != "classification":
+        if self.data.labels is not None and not what.has_classes:
             raise ValueError(f"data.labels lists classes; task {task} has none: leave data.labels empty")
-        if task in GENERATIVE_TASKS and self.export.optimize:
+        if what.generative and self.export.optimize:
             raise ValueError("export.optimize fuses BERT-family encoder graphs (classification, regression); "
                              f"set it to false for task {task}")
-        if task in GENERATIVE_TASKS and self.export.quantization in ("static", "torch_dynamic"):
+        if what.generative and self.export.quantization in ("static", "torch_dynamic"):
             raise ValueError(f"export.quantization {self.export.quantization} covers classification and regression; "
                              f"generative graphs (task {task}) quantize with dynamic or none")
-        if train.method in PROMPT_METHODS and task == "seq2seq" and train.base_model.startswith("builtin:"):
+        if train.method in PROMPT_METHODS and what.model == "seq2seq" and train.base_model.startswith("builtin:"):
             raise ValueError(f"method {train.method} cannot adapt a BERT-to-BERT encoder-decoder built from "
                              f"{train.base_model}; use full, lora or ia3, or a native seq2seq model such as T5")
         return self

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tuneline.config import GENERATIVE_TASKS
+from tuneline.kinds import kind
 from tuneline.data.loading import check_task, regression_targets
 from tuneline.data.text import PII_KINDS, clean_prompt, clean_text, duplicate_keys, mask_pii
 
@@ -54,12 +54,12 @@ def clean_dataset(frame: pd.DataFrame, task: str = "classification", pii: str = 
     """
     check_task(task)
     cleaned = frame.copy()
-    cleaner = clean_prompt if task == "causal_lm" else clean_text
+    cleaner = clean_prompt if kind(task).keeps_prompt_format else clean_text
     cleaned["text"] = frame["text"].map(lambda t: cleaner(t) if isinstance(t, str) else t)
     changed = int((cleaned["text"] != frame["text"]).sum())
     masked, shown = 0, frame
     if pii == "mask":
-        columns = ["text", "label"] if task in GENERATIVE_TASKS else ["text"]
+        columns = ["text", "label"] if kind(task).generative else ["text"]
         touched = pd.Series(False, index=frame.index)
         for column in columns:
             before = cleaned[column]
@@ -71,25 +71,25 @@ def clean_dataset(frame: pd.DataFrame, task: str = "classification", pii: str = 
     empty = _is_empty(cleaned["text"])
     reasons = pd.Series("", index=frame.index)
     reasons[empty] = "empty after cleaning"
-    if task in GENERATIVE_TASKS:
+    if kind(task).generative:
         no_target = _is_empty(cleaned["label"]) & ~empty
         reasons[no_target] = "empty target"
         empty = empty | no_target
     # The key of the text as it now is (masked too): masking can only make more rows the same, never fewer.
-    key = pd.Series(duplicate_keys(list(cleaned["text"]), list(cleaned["label"]) if task in GENERATIVE_TASKS else None),
+    key = pd.Series(duplicate_keys(list(cleaned["text"]), list(cleaned["label"]) if kind(task).generative else None),
                     index=frame.index)
     candidates = cleaned[~empty]
     by_key = candidates.groupby(key[~empty], sort=False)
     duplicate = key[~empty].duplicated(keep="first").reindex(frame.index, fill_value=False)
     first_row = by_key["row"].transform("first").reindex(frame.index)
     reasons[duplicate] = "duplicate of row " + first_row[duplicate].astype(int).astype(str)
-    if task == "classification":
+    if kind(task).has_classes:
         first_label = by_key["label"].transform("first").reindex(frame.index)
         conflict = duplicate & (cleaned["label"] != first_label)
         reasons[conflict] = [f"{reason} with label {label!r}; row {first}'s label {kept!r} kept"
                              for reason, label, first, kept in zip(reasons[conflict], cleaned.loc[conflict, "label"],
                                                                    first_row[conflict].astype(int), first_label[conflict])]
-    elif task == "regression":
+    elif kind(task).numeric:
         # Several scores for one text (several annotators, say) estimate one value: the first row keeps their mean.
         values = pd.Series(regression_targets(candidates), index=candidates.index)
         by_text = values.groupby(key[~empty], sort=False)

@@ -19,13 +19,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import pandas as pd
 
-from tuneline.config import Task
-from tuneline.errors import ConfigError, DataLoadError, DataValidationError
+from tuneline.kinds import kind
+from tuneline.errors import DataLoadError, DataValidationError
 from tuneline.data.text import (
     label_respellings,
 )
@@ -36,15 +35,14 @@ BUILTIN_SAMPLE = "builtin:sample-reviews"
 BUILTIN_SEQ2SEQ_SAMPLE = "builtin:sample-seq2seq"
 BUILTIN_CAUSAL_SAMPLE = "builtin:sample-causal"
 BUILTIN_MULTILABEL_SAMPLE = "builtin:sample-multilabel"
+BUILTIN_RATINGS_SAMPLE = "builtin:sample-ratings"
 CANONICAL_COLUMNS = ("row", "text", "label")
-TASKS: tuple[str, ...] = get_args(Task)
 EXAMPLE_ROWS = 5  # bad rows quoted in an error message
 
 
 def check_task(task: str) -> str:
     """The task, if tuneline knows it; else `ConfigError` naming the known ones."""
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    kind(task)
     return task
 
 
@@ -60,12 +58,15 @@ class IngestResult:
 
 
 def resolve_data_path(path: str) -> Path:
-    """Map `builtin:sample-reviews`, `-seq2seq`, `-causal` and `-multilabel` to the shipped CSVs; else a path."""
+    """Map `builtin:sample-reviews`, `-seq2seq`, `-causal`, `-multilabel`, `-ratings` to the shipped CSVs; else a path."""
     if path.startswith("builtin:"):
-        from tuneline.data.samples import CAUSAL_SAMPLE_PATH, MULTILABEL_SAMPLE_PATH, SAMPLE_PATH, SEQ2SEQ_SAMPLE_PATH
+        from tuneline.data.samples import (
+            CAUSAL_SAMPLE_PATH, MULTILABEL_SAMPLE_PATH, RATINGS_SAMPLE_PATH, SAMPLE_PATH, SEQ2SEQ_SAMPLE_PATH,
+        )
 
         shipped = {BUILTIN_SAMPLE: SAMPLE_PATH, BUILTIN_SEQ2SEQ_SAMPLE: SEQ2SEQ_SAMPLE_PATH,
-                   BUILTIN_CAUSAL_SAMPLE: CAUSAL_SAMPLE_PATH, BUILTIN_MULTILABEL_SAMPLE: MULTILABEL_SAMPLE_PATH}
+                   BUILTIN_CAUSAL_SAMPLE: CAUSAL_SAMPLE_PATH, BUILTIN_MULTILABEL_SAMPLE: MULTILABEL_SAMPLE_PATH,
+                   BUILTIN_RATINGS_SAMPLE: RATINGS_SAMPLE_PATH}
         if path not in shipped:
             raise DataLoadError(f"unknown built-in dataset {path!r}; the built-in ones are {', '.join(map(repr, shipped))}")
         return shipped[path]
@@ -326,7 +327,7 @@ def _typed_problem(values: pd.Series, column: str, role: str, task: str) -> str 
         examples = "; ".join(f"row {i}: {v!r}" for i, v in present.head(EXAMPLE_ROWS).items())
         return (f"column {column!r} (data.text_column) holds {values.dtype} values, not text, e.g. {examples}: "
                 "map data.text_column to the column with the text")
-    if role == "label_column" and task == "classification" and pd.api.types.is_float_dtype(values):
+    if role == "label_column" and kind(task).has_classes and pd.api.types.is_float_dtype(values):
         fractional = present[present != present.round()]
         if len(fractional):
             examples = "; ".join(f"row {i}: {v!r}" for i, v in fractional.head(EXAMPLE_ROWS).items())
@@ -345,7 +346,7 @@ def _typed_column(values: pd.Series, column: str, role: str, task: str, path: Pa
             return values.map(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v)
         except UnicodeDecodeError as exc:
             raise DataLoadError(f"{path}: column {column!r} holds bytes that are not UTF-8 ({exc})") from None
-    if role == "label_column" and task == "classification" and pd.api.types.is_float_dtype(values):
+    if role == "label_column" and kind(task).has_classes and pd.api.types.is_float_dtype(values):
         # An integer label column with a gap arrives as floats: class 1 must stay "1", as in a CSV, not "1.0".
         return values.map(lambda v: None if pd.isna(v) else str(int(v)))
     return values
@@ -441,10 +442,10 @@ def load_dataset(
     # Labels are names: 0/1 from a CSV and "0"/"1" from JSONL must mean the same class.
     frame["text"] = frame["text"].map(_as_text)
     frame["label"] = frame["label"].map(_as_text)
-    if task == "regression":
+    if kind(task).numeric:
         frame["label"] = frame["label"].map(canonical_number)
     relabelled, rows_relabelled = {}, 0
-    if task == "classification" and normalize_labels:
+    if kind(task).has_classes and normalize_labels:
         relabelled = label_respellings(frame["label"], labels or ())
         if relabelled:
             rows_relabelled = int(frame["label"].isin(list(relabelled)).sum())

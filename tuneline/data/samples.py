@@ -22,6 +22,13 @@ topics (`MULTILABEL_LABELS`), labelled with all of them, sorted and joined by
 ("the charging port was bent"), topics mentioned only to say they are fine
 ("no problem with the delivery", no label) and a few rows missing one true
 label keep a small model from a perfect score.
+
+`generate_ratings`: product reviews in the domains of `generate_reviews`, each
+with a rating from 1.0 to 5.0 (one decimal) for regression. The rating is read
+from the review: which aspects it praises or criticises and how strongly
+("really", "a bit", "outstanding" or "decent"), negations ("not terrible" is
+faint praise) and a closing verdict, averaged, so mixed reviews land in the
+middle; Gaussian noise on top keeps a fine-tuned model short of a perfect fit.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ SAMPLE_PATH: Path = Path(__file__).parent / "resources" / "sample_reviews.csv"
 SEQ2SEQ_SAMPLE_PATH: Path = Path(__file__).parent / "resources" / "sample_seq2seq.csv"
 CAUSAL_SAMPLE_PATH: Path = Path(__file__).parent / "resources" / "sample_causal.csv"
 MULTILABEL_SAMPLE_PATH: Path = Path(__file__).parent / "resources" / "sample_multilabel.csv"
+RATINGS_SAMPLE_PATH: Path = Path(__file__).parent / "resources" / "sample_ratings.csv"
 POSITIVE, NEGATIVE = "positive", "negative"
 
 
@@ -540,12 +548,31 @@ def _support_case(rng: random.Random, topic: str) -> tuple[str, dict]:
                       fields=fields)
 
 
-def _support_message(rng: random.Random, topic: str) -> tuple[str, str]:
-    """One (message, summary) pair for `topic`, before the length and uniqueness checks."""
-    text, case = _support_case(rng, topic)
+def _summary(topic: str, case: dict) -> str:
+    """The structured summary of a support case: what seq2seq learns to write."""
     if TOPICS[topic].get("item", True):
-        return text, f"{case['intent']}: {case['colour']} {case['product']}, {case['detail']}"
-    return text, f"{case['intent']}: {case['detail']}"
+        return f"{case['intent']}: {case['colour']} {case['product']}, {case['detail']}"
+    return f"{case['intent']}: {case['detail']}"
+
+
+def _support_cases(rng: random.Random, n_rows: int, what: str):
+    """`(topic, message, case)` for `n_rows` distinct support messages (10 to 40 words, distinct even ignoring
+    punctuation), topics balanced. A generator: a caller may draw from `rng` between rows, and the order holds."""
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 10:
+        raise ValueError(f"n_rows must be an integer >= 10, got {n_rows!r}")
+    topics = [list(TOPICS)[i % len(TOPICS)] for i in range(n_rows)]
+    rng.shuffle(topics)
+    seen: set[str] = set()  # membership only; never iterated, so order cannot leak in
+    for made, topic in enumerate(topics):
+        for _ in range(1000):
+            text, case = _support_case(rng, topic)
+            key = _KEY.sub(" ", text).strip()
+            if 10 <= len(text.split()) <= 40 and key not in seen:
+                break
+        else:
+            raise RuntimeError(f"could not produce {n_rows} distinct {what}; got {made}")
+        seen.add(key)
+        yield topic, text, case
 
 
 def generate_seq2seq(n_rows: int = 2000, seed: int = 17) -> pd.DataFrame:
@@ -556,23 +583,8 @@ def generate_seq2seq(n_rows: int = 2000, seed: int = 17) -> pd.DataFrame:
     and no two are equal, even ignoring punctuation; summaries are 3 to 12 words.
     Raises ValueError for `n_rows < 10`.
     """
-    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 10:
-        raise ValueError(f"n_rows must be an integer >= 10, got {n_rows!r}")
     rng = random.Random(seed)
-    topics = [list(TOPICS)[i % len(TOPICS)] for i in range(n_rows)]
-    rng.shuffle(topics)
-    seen: set[str] = set()  # membership only; never iterated, so order cannot leak in
-    rows: list[tuple[str, str, str]] = []
-    for topic in topics:
-        for _ in range(1000):
-            text, target = _support_message(rng, topic)
-            key = _KEY.sub(" ", text).strip()
-            if 10 <= len(text.split()) <= 40 and key not in seen:
-                break
-        else:
-            raise RuntimeError(f"could not produce {n_rows} distinct messages; got {len(rows)}")
-        seen.add(key)
-        rows.append((text, target, topic))
+    rows = [(text, _summary(topic, case), topic) for topic, text, case in _support_cases(rng, n_rows, "messages")]
     return pd.DataFrame(rows, columns=["text", "target", "topic"])
 
 
@@ -698,23 +710,9 @@ def generate_causal(n_rows: int = 2000, seed: int = 19) -> pd.DataFrame:
     varies so no model can match it exactly. The same arguments always give the same frame.
     Raises ValueError for `n_rows < 10`.
     """
-    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 10:
-        raise ValueError(f"n_rows must be an integer >= 10, got {n_rows!r}")
     rng = random.Random(seed)
-    topics = [list(TOPICS)[i % len(TOPICS)] for i in range(n_rows)]
-    rng.shuffle(topics)
-    seen: set[str] = set()  # membership only; never iterated, so order cannot leak in
-    rows: list[tuple[str, str, str]] = []
-    for topic in topics:
-        for _ in range(1000):
-            text, case = _support_case(rng, topic)
-            key = _KEY.sub(" ", text).strip()
-            if 10 <= len(text.split()) <= 40 and key not in seen:
-                break
-        else:
-            raise RuntimeError(f"could not produce {n_rows} distinct prompts; got {len(rows)}")
-        seen.add(key)
-        rows.append((text, _reply(rng, topic, text, case), topic))
+    # each reply is drawn right after its prompt: the random stream, and so the shipped file, stays as it was
+    rows = [(text, _reply(rng, topic, text, case), topic) for topic, text, case in _support_cases(rng, n_rows, "prompts")]
     return pd.DataFrame(rows, columns=["prompt", "response", "intent"])
 
 
@@ -854,6 +852,138 @@ def generate_multilabel(n_rows: int = 2000, seed: int = 23, label_noise: float =
                         columns=["text", "labels", "product"])
 
 
+
+# The regression sample: a product review -> its rating, 1.0 to 5.0, read from how it praises and criticises.
+
+# Adjectives for an aspect: (words, weight, weight after "not"); negative weights criticise. "Not great" is
+# milder than "not good", and "not terrible" is faint praise.
+RT_ADJECTIVES: tuple[tuple[tuple[str, ...], float, float], ...] = (
+    (_opts("outstanding|superb|fantastic|brilliant|amazing|excellent|terrific|top-notch|first-rate"), 1.3, -0.4),
+    (_opts("great|impressive|lovely|wonderful"), 1.0, -0.5),
+    (_opts("good|solid|pleasant|nice"), 0.7, -0.7),
+    (_opts("decent|fine|acceptable|passable"), 0.4, -0.9),
+    (_opts("mediocre|underwhelming|so-so|uninspiring"), -0.5, 0.4),
+    (_opts("disappointing|weak|subpar|frustrating|annoying"), -0.9, 0.5),
+    (_opts("poor|bad|lousy"), -1.0, 0.5),
+    (_opts("terrible|awful|dreadful|horrible|abysmal|pathetic"), -1.3, 0.3),
+)
+# Adverbs that scale the adjective after them: (adverb, factor); softeners only where they read naturally.
+RT_STRONG = (("really ", 1.3), ("very ", 1.3), ("truly ", 1.35), ("incredibly ", 1.45), ("extremely ", 1.45))
+RT_SOFT = {1: (("fairly ", 0.7), ("reasonably ", 0.7), ("mostly ", 0.75)),
+           -1: (("a bit ", 0.6), ("slightly ", 0.55), ("somewhat ", 0.65), ("a little ", 0.6))}
+# "I {verb} the {aspect}".
+RT_VERBS = (("love", 1.2), ("adore", 1.3), ("really like", 0.9), ("like", 0.6), ("quite like", 0.5),
+            ("dislike", -0.8), ("really dislike", -1.1), ("hate", -1.3), ("can't stand", -1.3))
+# Negated or indirect judgements of an aspect: (template, weight).
+RT_IDIOMS = (("I can't complain about the {a}", 0.7), ("no complaints about the {a}", 0.8),
+             ("I never had a problem with the {a}", 0.9), ("I could not ask for a better {a}", 1.3),
+             ("there is nothing good about the {a}", -1.2), ("the {a} is far from good", -1.0),
+             ("I was never happy with the {a}", -1.0), ("the {a} leaves a lot to be desired", -0.8))
+# A closing verdict: (template, weight); the reviewer picks the one closest to their overall tone.
+RT_VERDICTS = (("I would {again} in a heartbeat", 1.4), ("Highly recommended", 1.3), ("Worth every penny", 1.2),
+               ("Overall, I am {happy} with it", 1.0), ("On balance, a keeper", 0.7), ("It does the job", 0.3),
+               ("It is okay, nothing special", 0.0), ("Average at best", -0.3), ("Not sure I would {again}", -0.5),
+               ("Overall, not worth it", -1.0), ("{back}", -1.2), ("A complete waste of money", -1.4),
+               ("I will never {again}", -1.4))
+RT_NEUTRAL = _opts("{who} agrees with me|I had read mixed reviews beforehand|this is my first review"
+                   "|I paid full price|I am writing this a few days later|I will keep this short")
+RT_SCALE = 1.6  # rating = 3 + RT_SCALE * the weighted mean of a review's judgements, within [1, 5]
+RT_NOISE_SD = 0.3  # Gaussian noise on the rating: no model can read it from the text
+
+
+def _rated_clause(rng: random.Random, aspect: tuple[str, str, str], sign: int) -> tuple[str, float]:
+    """A clause that praises (`sign` 1) or criticises (-1) `aspect`, and how far it moves the rating."""
+    name, good, bad = aspect
+    form = rng.choices(("phrase", "adjective", "verb", "negated", "idiom"), weights=(0.25, 0.35, 0.12, 0.15, 0.13))[0]
+    if form == "phrase":
+        return (good if sign > 0 else bad), 1.0 * sign
+    if form == "verb":
+        verb, weight = rng.choice([v for v in RT_VERBS if v[1] * sign > 0])
+        return f"I {verb} the {name}", weight
+    if form == "idiom":
+        template, weight = rng.choice([i for i in RT_IDIOMS if i[1] * sign > 0])
+        return template.format(a=name), weight
+    if form == "negated":
+        words, _, weight = rng.choice([t for t in RT_ADJECTIVES if t[2] * sign > 0])
+        at_all = rng.random() < 0.3
+        return f"the {name} is not {rng.choice(words)}{' at all' if at_all else ''}", weight * (1.6 if at_all else 1)
+    words, weight, _ = rng.choice([t for t in RT_ADJECTIVES if t[1] * sign > 0])
+    # Not "extremely fine" or "fairly outstanding".
+    adverbs = (("", 1.0),) * 3 + (RT_SOFT[sign] if abs(weight) <= 1 else ()) + (RT_STRONG if abs(weight) > 0.4 else ())
+    adverb, factor = rng.choice(adverbs)
+    return f"the {name} is {adverb}{rng.choice(words)}", weight * factor
+
+
+def _rated_review(rng: random.Random, domain: str) -> tuple[str, float]:
+    """A review and its rating before noise: 3 plus the weighted mean of its judgements, within [1, 5]."""
+    d = DOMAINS[domain]
+    item = rng.choice(d["items"])
+    tone = rng.uniform(-1, 1)  # how the reviewer feels overall: the share of aspects praised
+    aspects = rng.sample(d["aspects"], rng.choices((1, 2, 3, 4), weights=(0.2, 0.35, 0.3, 0.15))[0])
+    judged = [_rated_clause(rng, a, 1 if rng.random() < (1 + tone) / 2 else -1) for a in aspects]
+    weights = [w for _, w in judged]
+    sentences: list[str] = []
+    i = 0
+    while i < len(judged):
+        x, wx = judged[i]
+        if i + 1 < len(judged) and rng.random() < 0.5:
+            y, wy = judged[i + 1]
+            joint = ", and " if wx * wy > 0 else rng.choice((", but ", "; however, ", ", yet "))
+            sentences.append(_cap(x + joint + y) + ".")
+            i += 2
+        else:
+            sentences.append(_cap(x) + ".")
+            i += 1
+    fields = dict(again=d["again"], back=rng.choice(d["back"]), happy=rng.choice(WORDS["happy"]))
+    total, count = sum(weights), len(weights)
+    if rng.random() < 0.6:
+        feeling = 1.4 * tone + rng.gauss(0, 0.3)
+        template, weight = min(RT_VERDICTS, key=lambda v: abs(v[1] - feeling))
+        sentences.insert(0 if rng.random() < 0.15 else len(sentences), _cap(template.format(**fields)) + ".")
+        total, count = total + 1.5 * weight, count + 1.5
+    if rng.random() < 0.3:
+        sentences.insert(rng.randrange(len(sentences) + 1),
+                         _cap(rng.choice(RT_NEUTRAL).format(who=rng.choice(WORDS["who"]))) + ".")
+    if rng.random() < 0.4:
+        sentences.insert(0, _cap(d["intro"].format(item=item, when=rng.choice(WORDS["when"]))) + ".")
+    text = " ".join(sentences)
+    # Surface noise is rating-independent so it carries no signal.
+    if rng.random() < 0.05:
+        text = _typo(rng, text)
+    if rng.random() < 0.1:
+        text = text.lower()
+    return text, min(5.0, max(1.0, 3 + RT_SCALE * total / count))
+
+
+def generate_ratings(n_rows: int = 2000, seed: int = 29) -> pd.DataFrame:
+    """Return `n_rows` reviews with columns `text`, `rating` (1.0 to 5.0, one decimal) and `domain`.
+
+    The rating follows the review: each aspect praised or criticised, how strongly (adjective, "really",
+    "a bit"), negations ("not terrible"), and a closing verdict, averaged, so mixed reviews land in the
+    middle; then Gaussian noise (sd `RT_NOISE_SD`) keeps any model short of a perfect fit. No two texts
+    are equal, even ignoring case and punctuation. The same arguments always give the same frame.
+    Raises ValueError for `n_rows < 10`.
+    """
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 10:
+        raise ValueError(f"n_rows must be an integer >= 10, got {n_rows!r}")
+    rng = random.Random(seed)
+    domains = list(DOMAINS)
+    seen: set[str] = set()  # membership only; never iterated, so order cannot leak in
+    rows: list[tuple[str, float, str]] = []
+    for _ in range(n_rows):
+        for _ in range(1000):
+            domain = rng.choice(domains)
+            text, rating = _rated_review(rng, domain)
+            key = _KEY.sub(" ", text.lower()).strip()
+            if key not in seen:
+                break
+        else:
+            raise RuntimeError(f"could not produce {n_rows} distinct reviews; got {len(rows)}")
+        seen.add(key)
+        rows.append((text, round(min(5.0, max(1.0, rating + rng.gauss(0, RT_NOISE_SD))), 1), domain))
+    return pd.DataFrame(rows, columns=["text", "rating", "domain"])
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -884,8 +1014,19 @@ def write_multilabel_sample(path: Path, n_rows: int = 2000, seed: int = 23) -> P
     return _write_csv(generate_multilabel(n_rows, seed), path)
 
 
+def write_ratings_sample(path: Path, n_rows: int = 2000, seed: int = 29) -> Path:
+    """Write `generate_ratings(n_rows, seed)` to `path` exactly as `write_sample` writes reviews; return `path`."""
+    return _write_csv(generate_ratings(n_rows, seed), path)
+
+
+# `tuneline sample --kind NAME`: each shipped sample's writer and file, by the name the CLI takes.
+SAMPLES: dict[str, tuple] = {
+    "reviews": (write_sample, SAMPLE_PATH), "seq2seq": (write_seq2seq_sample, SEQ2SEQ_SAMPLE_PATH),
+    "causal": (write_causal_sample, CAUSAL_SAMPLE_PATH), "multilabel": (write_multilabel_sample, MULTILABEL_SAMPLE_PATH),
+    "ratings": (write_ratings_sample, RATINGS_SAMPLE_PATH),
+}
+
+
 if __name__ == "__main__":
-    print(write_sample(SAMPLE_PATH))
-    print(write_seq2seq_sample(SEQ2SEQ_SAMPLE_PATH))
-    print(write_causal_sample(CAUSAL_SAMPLE_PATH))
-    print(write_multilabel_sample(MULTILABEL_SAMPLE_PATH))
+    for write, path in SAMPLES.values():
+        print(write(path))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tuneline.config import GENERATIVE_TASKS
+from tuneline.kinds import kind
 from tuneline.errors import ConfigError, SplitError
 from tuneline.data.loading import EXAMPLE_ROWS, check_task, content_hash, regression_targets
 from tuneline.data.text import (
@@ -132,7 +132,7 @@ def split_dataset(
         raise ConfigError(f"unknown split strategy {strategy!r}; choose one of {', '.join(SPLIT_STRATEGIES)}")
     if near_duplicates not in NEAR_DUPLICATE_POLICIES:
         raise ConfigError(f"unknown near-duplicate policy {near_duplicates!r}; choose one of {', '.join(NEAR_DUPLICATE_POLICIES)}")
-    if task != "classification" and labels:
+    if not kind(task).has_classes and labels:
         raise ConfigError(f"data.labels apply to classification only; task {task} was given {list(labels)}")
     if len(frame) < 3:
         raise SplitError(f"need at least 3 rows to split into train/validation/test, got {len(frame)}")
@@ -164,7 +164,7 @@ def split_dataset(
     removed_rows = [d for d in dropped if len(d)]
     result = SplitResult(
         train=train, validation=validation, test=test,
-        labels=tuple(labels) if task == "classification" else (),
+        labels=tuple(labels) if kind(task).has_classes else (),
         dropped=pd.concat(removed_rows, ignore_index=True).sort_values("row") if removed_rows else None,
         strategy=strategy,
         near_duplicate_groups=near.group_count if near is not None else groups_found,
@@ -195,7 +195,7 @@ def _drop_near_duplicates(frame: pd.DataFrame, near, task: str, ngram: int) -> t
 
     first = pd.Series(np.arange(len(frame))).groupby(near.groups).transform("first").to_numpy()
     texts = frame["text"].to_numpy(dtype=object)
-    keep = texts == texts[first] if task in GENERATIVE_TASKS else first == np.arange(len(frame))
+    keep = texts == texts[first] if kind(task).generative else first == np.arange(len(frame))
     rows = _row_ids(frame)
     removed = frame[~keep].assign(reason=[
         f"near-duplicate of row {rows[f]} (similarity {similarity(texts[f], texts[i], ngram):.2f})"
@@ -212,7 +212,7 @@ def _split_at_random(frame, labels, fractions, seed, stratify, task, near) -> tu
     smallest = min(fractions)
     needed = max(3, int(1 / smallest + 0.999))  # rows per stratum for each split to get at least one
     # The unit of the shuffle: a row, or for generation tasks a distinct input with all its references.
-    if task in GENERATIVE_TASKS:
+    if kind(task).generative:
         unit_of_row = pd.factorize(pd.Series(duplicate_keys(list(frame["text"]))), sort=False)[0]
         if unit_of_row.max() + 1 < 3:
             raise SplitError(f"need at least 3 distinct texts to split into train/validation/test, got {unit_of_row.max() + 1}")
@@ -220,7 +220,7 @@ def _split_at_random(frame, labels, fractions, seed, stratify, task, near) -> tu
         unit_of_row = np.arange(len(frame))
     first_row = np.unique(unit_of_row, return_index=True)[1]
     strata: np.ndarray | None = None
-    if task == "classification" and stratify:
+    if kind(task).has_classes and stratify:
         counts = frame["label"].value_counts()
         too_few = {str(k): int(v) for k, v in counts.items() if v < needed}
         if too_few:
@@ -232,7 +232,7 @@ def _split_at_random(frame, labels, fractions, seed, stratify, task, near) -> tu
                 f"split.test_fraction={test_fraction}"
             )
         strata = frame["label"].to_numpy(dtype=object)
-    elif task == "regression" and stratify:
+    elif kind(task).numeric and stratify:
         strata = target_bins(regression_targets(frame), needed)
     units = np.arange(len(first_row))
     train, rest = train_test_split(units, test_size=holdout, random_state=seed, stratify=strata)
@@ -348,14 +348,14 @@ def _split_by_group(frame, group_column, fractions, seed, stratify, task, near, 
     keys = [pd.factorize(values.astype(str))[0]]
     if near is not None:
         keys.append(near.groups)
-    if task in GENERATIVE_TASKS:
+    if kind(task).generative:
         keys.append(pd.factorize(pd.Series(duplicate_keys(list(frame["text"]))))[0])  # one input's references together
     unit_of_row = _components(frame, keys)
     units = unit_of_row.max() + 1
     if units < 3:
         raise SplitError(f"a group split needs at least 3 groups, {source} has {units} (split.group_column "
                          f"{group_column!r}{', near-duplicates merged' if near is not None else ''})")
-    if task == "classification" and stratify:
+    if kind(task).has_classes and stratify:
         strata = pd.factorize(frame["label"])[0]
     else:
         strata = np.zeros(len(frame), dtype=int)

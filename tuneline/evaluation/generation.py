@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from tuneline.config import GenerationConfig
+from tuneline.kinds import kind
 from tuneline.runtime.generator import cut_at_stop  # one definition for PyTorch and the ONNX runtime
 
 __all__ = ["TorchGenerator", "cut_at_stop", "decoding_kwargs", "generate", "lowercases"]
@@ -32,11 +33,12 @@ class TorchGenerator:
         from tuneline.training.engine import end_token_id, pick_device
 
         self.task, self.device = task, pick_device(device)
+        self.encoder_decoder = kind(task).encoder_decoder
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.end = end_token_id(self.tokenizer)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if task == "causal_lm":
+        if not self.encoder_decoder:
             self.tokenizer.padding_side = "left"  # new tokens follow each prompt directly
         self.model = load_trained(Path(model_dir), task).to(self.device).eval()
 
@@ -55,7 +57,7 @@ class TorchGenerator:
                 batch.pop("token_type_ids", None)
                 generated = self.model.generate(**batch, **decoding_kwargs(settings), eos_token_id=self.end,
                                                 pad_token_id=self.tokenizer.pad_token_id)
-                if self.task == "causal_lm":
+                if not self.encoder_decoder:
                     generated = generated[:, batch["input_ids"].shape[1]:]
                 texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
                 outputs.extend(cut_at_stop(text, settings.stop_sequences) for text in texts)

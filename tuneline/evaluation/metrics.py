@@ -8,6 +8,7 @@ Every metric comes from sklearn, sacrebleu or rouge-score; none is written by ha
 """
 
 from __future__ import annotations
+from tuneline.kinds import kind
 
 import re
 import unicodedata
@@ -400,12 +401,12 @@ def row_scores(task: str, outputs, targets: list, labels: tuple[str, ...] = (),
     classification: `correct` (1.0 / 0.0); regression: `squared_error`, `absolute_error`;
     generation: sentence `bleu` (sacrebleu) and `rouge1` / `rouge2` / `rougeL` F-measures (rouge-score), 0-100.
     """
-    if task == "classification":
+    if kind(task).has_classes:
         label_ids = {name: i for i, name in enumerate(labels)}
         truth = np.array([label_ids[name] for name in targets])
         predicted = np.asarray(outputs).argmax(axis=1)
         return {"correct": tuple(float(v) for v in predicted == truth)}
-    if task == "regression":
+    if kind(task).numeric:
         truth, predicted = _as_pairs(targets, outputs)
         return {"squared_error": tuple(float(v) for v in (predicted - truth) ** 2),
                 "absolute_error": tuple(float(v) for v in np.abs(predicted - truth))}
@@ -522,7 +523,7 @@ def score_baselines(task: str, train: pd.DataFrame, test: pd.DataFrame, labels: 
     """
     if test.empty:
         raise ValueError("the test split is empty: there is nothing to score the baselines on")
-    if task == "classification":
+    if kind(task).has_classes:
         from sklearn.dummy import DummyClassifier
 
         truth = list(test["label"])
@@ -541,7 +542,7 @@ def score_baselines(task: str, train: pd.DataFrame, test: pd.DataFrame, labels: 
             bag_of_words = Baseline("bag-of-words", f"TF-IDF + logistic regression fitted on {len(train)} train rows",
                                     _label_metrics(truth, model.predict(list(test["text"])), labels))
         return Baselines(trivial, bag_of_words, len(test), test_hash)
-    if task == "regression":
+    if kind(task).numeric:
         from sklearn.dummy import DummyRegressor
 
         from tuneline.data.loading import regression_targets

@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tuneline.config import GENERATIVE_TASKS, ExportConfig
+from tuneline.config import ExportConfig
+from tuneline.kinds import GENERATIVE, kind
 from tuneline.errors import ConfigError, ExportParityError
 from tuneline.export.common import ExportResult, ParityReport, folder_bytes
 from tuneline.export.quantization import quantizable_nodes, quantize_dynamic_int8, resolve_exclusions
@@ -93,8 +94,8 @@ def _load(model_dir: Path, task: str) -> _Loaded:
 
     from tuneline.training.modeling import load_trained
 
-    if task not in GENERATIVE_TASKS:
-        raise ConfigError(f"generative export covers {GENERATIVE_TASKS}, not task {task!r}; "
+    if not kind(task).generative:
+        raise ConfigError(f"generative export covers {GENERATIVE}, not task {task!r}; "
                           "classifiers export with tuneline.export.export_onnx")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if getattr(tokenizer, "backend_tokenizer", None) is None:
@@ -109,7 +110,8 @@ def _load(model_dir: Path, task: str) -> _Loaded:
         config = model.active_peft_config
         adapter = str(getattr(config.peft_type, "value", config.peft_type))
         virtual_tokens, base = int(config.num_virtual_tokens), model.get_base_model()
-        supported = {"seq2seq": ("PROMPT_TUNING",), "causal_lm": ("PREFIX_TUNING", "PROMPT_TUNING")}[task]
+        # a prefix's past key values have no place in the exported encoder-decoder graphs
+        supported = ("PROMPT_TUNING",) if kind(task).encoder_decoder else ("PREFIX_TUNING", "PROMPT_TUNING")
         if adapter not in supported:
             raise ConfigError(f"a {task} model with a {adapter} adapter cannot be exported to ONNX yet "
                               f"(supported: {', '.join(supported)}); train it with full, lora or ia3, "
@@ -448,7 +450,7 @@ def check_generative_parity(model_dir: Path, task: str, export: GenerativeExport
         shapes.append(tuple(ids.shape))
         where = f"on a batch of {ids.shape[0]} x {ids.shape[1]} tokens"
         with torch.no_grad():
-            if task == "seq2seq":
+            if kind(task).encoder_decoder:
                 _seq2seq_parity(loaded, generator, ids, mask, worst, where)
             else:
                 _causal_parity(loaded, generator, ids, mask, worst, where)
@@ -512,9 +514,9 @@ def _causal_parity(loaded: _Loaded, generator, ids, mask, worst: _Worst, where: 
 def export_generative(model_dir: Path, output_dir: Path, task: str, opset: int, max_length: int,
                       parity_texts: list[str], atol: float) -> tuple[GenerativeExport, ParityReport]:
     """Export a seq2seq or causal LM and verify it against PyTorch: nothing comes back unverified."""
-    exporter = {"seq2seq": export_seq2seq, "causal_lm": export_causal_lm}.get(task)
-    if exporter is None:
-        raise ConfigError(f"generative export covers {GENERATIVE_TASKS}, not task {task!r}")
+    if not kind(task).generative:
+        raise ConfigError(f"generative export covers {GENERATIVE}, not task {task!r}")
+    exporter = export_seq2seq if kind(task).encoder_decoder else export_causal_lm
     export = exporter(Path(model_dir), Path(output_dir), opset, max_length)
     return export, check_generative_parity(Path(model_dir), task, export, parity_texts, max_length, atol)
 

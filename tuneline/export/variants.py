@@ -18,15 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tuneline.config import GENERATIVE_TASKS
+from tuneline.kinds import kind
 from tuneline.errors import QuantizationAccuracyError
 from tuneline.export.common import folder_bytes
 
 log = logging.getLogger(__name__)
 
 LATENCY_ROWS = 16  # single-row calls timed for the batch-1 latency (after one warm-up)
-# The score the accuracy check compares, per task, and its scale to a fraction (higher is better).
-CHECKED_METRIC = {"classification": "accuracy", "regression": "r2", "seq2seq": "rougeL", "causal_lm": "rougeL"}
+# The scale of the checked metric (the kind's int8_metric, higher is better) to a fraction.
 _TO_FRACTION = {"rougeL": 0.01}
 
 
@@ -43,7 +42,7 @@ class VariantResult:
 
     def row(self, task: str, reference: VariantResult | None = None) -> dict[str, object]:
         """One line of the variants table; `reference` (PyTorch FP32) gives the change column."""
-        checked = CHECKED_METRIC[task]
+        checked = kind(task).int8_metric
         out: dict[str, object] = {
             "variant": self.name, "file": self.file, "size_mb": round(self.bytes / 1e6, 2),
             "latency_ms_batch1": round(self.latency_ms, 2), "rows_per_s": round(self.rows_per_second, 1),
@@ -114,14 +113,14 @@ def score(task: str, outputs, targets: list, labels: tuple[str, ...], lowercase:
     from tuneline.evaluation.metrics import classification_report, generation_report, regression_report
     from tuneline.runtime.classifier import softmax
 
-    if task in GENERATIVE_TASKS:
+    if kind(task).generative:
         report = generation_report(list(targets), list(outputs), lowercase)
         return {"bleu": report.bleu, "rouge1": report.rouge1, "rouge2": report.rouge2, "rougeL": report.rouge_l}
 
-    if task == "classification":
+    if kind(task).has_classes:
         report = classification_report(list(targets), softmax(outputs), labels)
         return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
-    if task == "regression":
+    if kind(task).numeric:
         report = regression_report(np.asarray(targets, dtype=float), outputs[:, 0])
         return {"mse": report.mse, "mae": report.mae, "r2": report.r2}
     raise ValueError(f"unknown task {task!r}")
@@ -140,7 +139,7 @@ def measure(name: str, path: Path, run: Callable[[list[str]], np.ndarray | list[
     for offset in range(0, len(texts), batch_size):
         parts.append(run(texts[offset : offset + batch_size]))
     seconds = time.perf_counter() - start
-    outputs = [text for part in parts for text in part] if task in GENERATIVE_TASKS else np.concatenate(parts)
+    outputs = [text for part in parts for text in part] if kind(task).generative else np.concatenate(parts)
     from tuneline.evaluation.metrics import row_scores
 
     result = VariantResult(name, path.name, folder_bytes(path), 1000 * statistics.median(latencies),
@@ -204,7 +203,7 @@ def check_quantized(task: str, variants: list[VariantResult], max_drop: float, q
 
     if len(variants) < 3:
         return "no quantized variant"
-    metric, reference, quantized = CHECKED_METRIC[task], variants[0], variants[-1]
+    metric, reference, quantized = kind(task).int8_metric, variants[0], variants[-1]
     drop = (reference.metrics[metric] - quantized.metrics[metric]) * _TO_FRACTION.get(metric, 1.0)
     line = (f"{quantized.name} {metric} {quantized.metrics[metric]:.4f} vs PyTorch FP32 {reference.metrics[metric]:.4f}: "
             f"loss {drop:+.4f}, allowed export.max_accuracy_drop {max_drop:.4f}")

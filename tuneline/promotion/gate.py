@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from tuneline.kinds import kind
 from tuneline.registry import store as registry
 from tuneline.config import GenerationConfig, PromotionConfig
 from tuneline.data.loading import content_hash, regression_targets
@@ -80,7 +81,7 @@ def score_rows(task: str, model_dir: Path, test: pd.DataFrame, max_length: int, 
     from tuneline.training.engine import predict_proba
 
     texts = list(test["text"])
-    if task == "classification":
+    if kind(task).has_classes:
         id2label = json.loads((model_dir / "config.json").read_text()).get("id2label") or {}
         labels = tuple(id2label[str(i)] for i in range(len(id2label)))
         unknown = sorted(set(test["label"]) - set(labels))
@@ -90,7 +91,7 @@ def score_rows(task: str, model_dir: Path, test: pd.DataFrame, max_length: int, 
         report = classification_report(list(test["label"]), probabilities, labels)
         return ModelMetrics({"accuracy": report.accuracy, "macro_f1": report.macro_f1}, content_hash(test),
                             row_scores(task, probabilities, list(test["label"]), labels))
-    if task == "regression":
+    if kind(task).numeric:
         targets = regression_targets(test)
         predictions = predict_proba(model_dir, texts, max_length, batch_size, task="regression")
         report = regression_report(targets, predictions)

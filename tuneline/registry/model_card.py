@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from tuneline.evaluation.metrics import ClassificationReport
+from tuneline.kinds import kind
 
-USES = {
-    "classification": "Text classification into {labels}",
-    "regression": "Predicting a number from text",
-    "seq2seq": "Generating a target text from an input text (encoder-decoder)",
-    "causal_lm": "Continuing a prompt with a response (decoder-only)",
-}
 
 
 def _table(rows: list[dict[str, object]]) -> list[str]:
@@ -28,7 +23,7 @@ def render_model_card(
     total_params: int | None = None, classification: ClassificationReport | None = None,
 ) -> str:
     """Intended use, data, training, the test metrics of every exported variant, and the limits the numbers show."""
-    use = USES[task].format(labels=", ".join(f"`{label}`" for label in labels))
+    use = kind(task).card_use.format(labels=", ".join(f"`{label}`" for label in labels))
     lines = [
         f"# {model_name}",
         "",

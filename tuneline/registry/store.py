@@ -24,8 +24,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tuneline.kinds import kind
 import tuneline
-from tuneline.config import GENERATIVE_TASKS
 from tuneline.errors import RegistrationError, TrackingServerError, is_unreachable
 from tuneline.settings import PROJECT_ROOT, artifact_location, bound_service_calls, public_tracking_uri, redact, \
     refuse_secrets, state_dir, tracking_uri
@@ -200,8 +200,7 @@ def _signature(task: str = "classification"):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    outputs = {"regression": [ColSpec("double", "value")], "seq2seq": [ColSpec("string", "generated")],
-               "causal_lm": [ColSpec("string", "generated")]}.get(task, [ColSpec("string", "label"), ColSpec("double", "score")])
+    outputs = [ColSpec(dtype, name) for name, dtype in kind(task).outputs]
     return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
 
 
@@ -241,7 +240,7 @@ def register_model(
     earlier attempt logged the model but failed before creating the version, its finished upload is re-used.
     Attempts that race each other leave one version (`_keep_first`).
     """
-    generative = task in GENERATIVE_TASKS
+    generative = kind(task).generative
     fp32_name, int8_name = ("generator", "generator.int8") if generative else ("model.onnx", "model.int8.onnx")
     expected = {"hf_model": model_dir.name, fp32_name: onnx_path.name}
     if int8_path is not None:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tuneline.kinds import kind
+
 if TYPE_CHECKING:
     from tuneline.config import GenerationConfig
 
@@ -115,6 +117,7 @@ class OnnxGenerator:
             raise ValueError(f"{path} has format {self.runtime.get('format')}, this runtime reads {RUNTIME_FORMAT}; "
                              "export the model again")
         self.task = self.runtime["task"]
+        self.encoder_decoder = kind(self.task).encoder_decoder
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -139,7 +142,7 @@ class OnnxGenerator:
         ids = np.full((len(rows), longest), self.pad, dtype=np.int64)
         mask = np.zeros((len(rows), longest), dtype=np.int64)
         for i, row in enumerate(rows):
-            span = slice(longest - len(row), longest) if self.task == "causal_lm" else slice(0, len(row))
+            span = slice(0, len(row)) if self.encoder_decoder else slice(longest - len(row), longest)
             ids[i, span], mask[i, span] = row, 1
         return {"input_ids": ids, "attention_mask": mask}
 
@@ -147,7 +150,7 @@ class OnnxGenerator:
         """Set up decoding for an encoded batch; seq2seq runs the encoder and the cross-attention K/V here."""
         batch, layers = input_ids.shape[0], self.runtime["num_layers"]
         empty = np.zeros((batch, self.runtime["num_heads"], 0, self.runtime["head_dim"]), dtype=np.float32)
-        if self.task == "seq2seq":
+        if self.encoder_decoder:
             hidden = self.sessions["encoder"].run(["last_hidden_state"], {"input_ids": input_ids,
                                                                           "attention_mask": attention_mask})[0]
             outputs = self.runtime["cross_kv_outputs"]
@@ -169,7 +172,7 @@ class OnnxGenerator:
         """
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         names = self.runtime["decoder_outputs"]
-        if self.task == "seq2seq":
+        if self.encoder_decoder:
             feeds = {"input_ids": tokens, "encoder_attention_mask": state.encoder_attention_mask}
             feeds |= state.past | state.cross
         else:
@@ -237,7 +240,7 @@ class OnnxGenerator:
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
         state = self.start(ids, mask)
         batch = len(texts)
-        if self.task == "seq2seq":
+        if self.encoder_decoder:
             history = np.full((batch, 1), self.runtime["decoder_start_token_id"], dtype=np.int64)
             tokens, token_mask = history, None
             ignore = np.zeros(batch, dtype=np.int64)
@@ -263,5 +266,5 @@ class OnnxGenerator:
             tokens, token_mask = picked[:, None], None
         new = np.stack(generated, axis=1) if generated else np.zeros((batch, 0), dtype=np.int64)
         # transformers decodes seq2seq outputs with their start token (skipped when it is special).
-        rows = history[:, :1].tolist() if self.task == "seq2seq" else [[] for _ in range(batch)]
+        rows = history[:, :1].tolist() if self.encoder_decoder else [[] for _ in range(batch)]
         return [row + list(map(int, tokens_of_row)) for row, tokens_of_row in zip(rows, new)]

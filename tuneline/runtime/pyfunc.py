@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import mlflow
+import numpy as np
 import pandas as pd
 
-from tuneline.config import GENERATIVE_TASKS
+from tuneline.kinds import kind
 
 
 class OnnxClassifierModel(mlflow.pyfunc.PythonModel):
@@ -20,7 +21,7 @@ class OnnxClassifierModel(mlflow.pyfunc.PythonModel):
         settings = context.model_config or {}
         onnx_path = context.artifacts.get("onnx_int8") or context.artifacts["onnx"]
         self.task = settings.get("task", "classification")
-        if self.task in GENERATIVE_TASKS:
+        if kind(self.task).generative:
             from tuneline.config import GenerationConfig
             from tuneline.runtime.generator import OnnxGenerator
 
@@ -33,12 +34,12 @@ class OnnxClassifierModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         texts = list(model_input["text"]) if isinstance(model_input, pd.DataFrame) else list(model_input)
-        if self.task in GENERATIVE_TASKS:
+        if kind(self.task).generative:
             return pd.DataFrame({"generated": self.generator.generate([str(t) for t in texts], self.decoding)})
-        if self.task == "regression":
-            return pd.DataFrame({"value": self.classifier.predict_values([str(t) for t in texts])})
-        predictions = self.classifier.predict([str(t) for t in texts])
-        return pd.DataFrame({"label": [p[0] for p in predictions], "score": [p[1] for p in predictions]})
+        what, texts = kind(self.task), [str(t) for t in texts]
+        logits = [self.classifier.logits(self.classifier.encode(texts[i : i + 64])) for i in range(0, len(texts), 64)]
+        answers = what.answers(what.scores(np.concatenate(logits)), self.classifier.labels) if logits else []
+        return pd.DataFrame(answers, columns=[name for name, _ in what.outputs])
 
 
 mlflow.models.set_model(OnnxClassifierModel())

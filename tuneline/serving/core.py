@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneline.kinds import kind
 import tuneline
-from tuneline.config import GENERATIVE_TASKS
 from tuneline.serving.batcher import Batcher
 from tuneline.serving.errors import BadRequest, DeadlineExceeded, NotFound, NotReady, ServingError, TooLarge, \
     Unprocessable
@@ -103,7 +103,7 @@ class Inference:
         model = self.holder.current
         if model is None:
             raise NotReady("the model is still loading")
-        if model.task not in GENERATIVE_TASKS:
+        if not kind(model.task).generative:
             if parameters:
                 raise Unprocessable(f"parameters {sorted(parameters)} apply to generation models; {model.name} is "
                                     f"a {model.task} model")

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from tuneline.config import GENERATIVE_TASKS
+from tuneline.kinds import kind
 from tuneline.errors import RegistrationError
 from tuneline.serving.settings import ServeSettings
 
@@ -108,7 +109,7 @@ def load_model(name: str, version: str, threads: int | None = None, scratch: Pat
     settings = (yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
                 .get("config") or {})
     task, max_length = settings.get("task", "classification"), int(settings.get("max_length", 128))
-    if task in GENERATIVE_TASKS:
+    if kind(task).generative:
         from tuneline.config import GenerationConfig
         from tuneline.runtime.generator import OnnxGenerator
 
@@ -129,14 +130,15 @@ def load_model(name: str, version: str, threads: int | None = None, scratch: Pat
     # No spinning: the event loop shares the cores, and threads busy-waiting between operators starve it.
     classifier = OnnxClassifier(folder / wanted[1], folder / "artifacts" / "hf_model", max_length, threads,
                                 spinning=False)
-    pieces = functools.partial(length_pieces, texts_per_run=texts_per_run)
-    if task == "regression":
-        return LoadedModel(name, version, task, (), lambda texts, *_: [
-            {"value": value} for value in run_sorted(classifier.predict_values, texts, texts_per_run)], folder,
-            pieces=pieces)
-    return LoadedModel(name, version, task, classifier.labels, lambda texts, *_: [
-        {"label": label, "score": score} for label, score in run_sorted(classifier.predict, texts, texts_per_run)],
-        folder, pieces=pieces)
+    what = kind(task)
+
+    def predict(texts: list[str], *_) -> list[dict[str, Any]]:
+        """Logits piece by piece (shortest texts together), then the kind's scores and answers, in request order."""
+        logits = run_sorted(lambda piece: list(classifier.logits(classifier.encode(piece))), texts, texts_per_run)
+        return what.answers(what.scores(np.stack(logits)), classifier.labels) if logits else []
+
+    return LoadedModel(name, version, task, classifier.labels if what.has_classes else (), predict, folder,
+                       pieces=functools.partial(length_pieces, texts_per_run=texts_per_run))
 
 
 class ModelHolder:

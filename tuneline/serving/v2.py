@@ -2,7 +2,7 @@
 answer's tensors are laid out, over REST (JSON and the binary tensor extension) and gRPC.
 
 A tuneline model takes one input, `text` (BYTES, shape `[N]` or `[N, 1]`), and answers with the task's outputs
-(`OUTPUTS`), each of shape `[N]` (`[N, 1]` when the input was). The binary tensor extension: the body is a JSON
+(the kind's `outputs`), each of shape `[N]` (`[N, 1]` when the input was). The binary tensor extension: the body is a JSON
 header of `Inference-Header-Content-Length` bytes followed by the tensors' raw bytes; BYTES elements are each a
 4-byte little-endian length and the bytes, FP32 elements little-endian floats.
 """
@@ -19,22 +19,20 @@ from typing import Any
 
 import numpy as np
 
+from tuneline.kinds import kind
 from tuneline.serving.errors import BadRequest
 
 INPUT = "text"
-# The outputs of each task, in the order an answer lists them.
-OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "classification": (("label", "BYTES"), ("score", "FP32")),
-    "regression": (("value", "FP32"),),
-}
-GENERATED = (("generated", "BYTES"),)
+# A kind's output types as the protocol's datatypes.
+DATATYPES = {"string": "BYTES", "double": "FP32"}
 # Request parameters that are the protocol's, not the model's; everything else goes to the model (decoding).
 PROTOCOL_PARAMETERS = {"binary_data_output", "timeout", "priority"}
 EXTENSIONS = ["binary_tensor_data", "parameters", "model_repository", "model_configuration", "statistics"]
 
 
 def outputs_of(task: str) -> tuple[tuple[str, str], ...]:
-    return OUTPUTS.get(task, GENERATED)
+    """(name, datatype) of each output of the task's answers, in the order an answer lists them."""
+    return tuple((name, DATATYPES[dtype]) for name, dtype in kind(task).outputs)
 
 
 @dataclass

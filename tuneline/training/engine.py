@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tuneline.kinds import kind
 from tuneline.training.checkpoints import (
     checkpoint_key,
     checkpoint_step,
@@ -125,22 +126,18 @@ def encode_rows(task: str, frame: pd.DataFrame, tokenizer, labels: tuple[str, ..
     the loss (label -100), so only the response is learnt.
     """
     texts = list(frame["text"])
-    if task in ("classification", "regression"):
+    if not kind(task).generative:
         encoded = tokenizer(texts, truncation=True, max_length=max_length)
-        if task == "classification":
-            label_ids = {name: i for i, name in enumerate(labels)}
-            targets = [label_ids[label] for label in frame["label"]]
-        else:
-            targets = [float(value) for value in frame["label"]]
+        targets = kind(task).encode_targets(list(frame["label"]), labels)
         return [{key: values[i] for key, values in encoded.items()} | {"labels": targets[i]} for i in range(len(texts))]
-    if task == "seq2seq":
+    if kind(task).encoder_decoder:
         encoded = tokenizer(texts, truncation=True, max_length=max_length)
         targets = _ids(tokenizer(text_target=list(frame["label"]), truncation=True, max_length=max_length))
         if tokenizer.cls_token_id is not None:  # BERT-style targets start with [CLS], which is the decoder's start token
             targets = [t[1:] if t and t[0] == tokenizer.cls_token_id else t for t in targets]
         return [{"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i], "labels": targets[i]}
                 for i in range(len(texts))]
-    if task == "causal_lm":
+    if kind(task).model == "causal_lm":
         end = end_token_id(tokenizer)
         prompts = _ids(tokenizer(texts, truncation=True, max_length=max_length))
         responses = _ids(tokenizer(list(frame["label"]), add_special_tokens=False, truncation=True, max_length=max_length))
@@ -165,27 +162,16 @@ def end_token_id(tokenizer) -> int:
 def _collator(task: str, tokenizer):
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-    if task in ("classification", "regression"):
+    if not kind(task).generative:
         return DataCollatorWithPadding(tokenizer)
     return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)  # labels padded with -100, ignored by the loss
 
 
 def _metric_function(task: str):
-    """Validation metrics the Trainer reports during training (sklearn); generation tasks report loss only."""
-    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
-
-    def classification(prediction) -> dict[str, float]:
-        predicted = np.argmax(prediction.predictions, axis=-1)
-        return {"accuracy": float(accuracy_score(prediction.label_ids, predicted)),
-                "macro_f1": float(f1_score(prediction.label_ids, predicted, average="macro"))}
-
-    def regression(prediction) -> dict[str, float]:
-        predicted = np.asarray(prediction.predictions).reshape(-1)
-        return {"mse": float(mean_squared_error(prediction.label_ids, predicted)),
-                "mae": float(mean_absolute_error(prediction.label_ids, predicted)),
-                "r2": float(r2_score(prediction.label_ids, predicted))}
-
-    return {"classification": classification, "regression": regression}.get(task)
+    """Validation metrics the Trainer reports during training (the kind's); generation tasks report loss only."""
+    if kind(task).generative:
+        return None
+    return lambda prediction: kind(task).trainer_metrics(prediction.predictions, prediction.label_ids)
 
 
 def _schedule(name: str, warmup: int, total: int, gamma: float, step_size: int):
@@ -489,7 +475,7 @@ def fine_tune(
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts when tqdm is off; _Progress logs instead
         if config.lr_scheduler in ("step", "exponential"):
             trainer.schedule = (config.lr_scheduler, config.lr_gamma, config.lr_step_size)
-        if task != "causal_lm":
+        if kind(task).model != "causal_lm":
             # The Trainer takes any forward with **kwargs to normalise its loss by the tokens of the whole accumulated
             # batch and so skips dividing by gradient_accumulation_steps; sequence-classification heads, T5 and
             # EncoderDecoderModel take the kwargs but return a plain per-micro-batch mean, so their gradient came out
@@ -610,7 +596,7 @@ def cross_validate(splits: SplitResult, config: TrainConfig, output_dir: Path, t
     from sklearn.model_selection import KFold, StratifiedKFold
 
     pool = pd.concat([splits.train, splits.validation], ignore_index=True)
-    if task == "classification":
+    if kind(task).has_classes:
         splitter = StratifiedKFold(folds, shuffle=True, random_state=config.seed).split(pool, pool["label"])
     else:
         splitter = KFold(folds, shuffle=True, random_state=config.seed).split(pool)
@@ -649,8 +635,5 @@ def predict_proba(model_dir: Path, texts: list[str], max_length: int, batch_size
                 list(texts[start : start + batch_size]),
                 truncation=True, max_length=max_length, padding=True, return_tensors="pt",
             ).to(device)
-            logits = model(**batch).logits.float()
-            parts.append((logits[:, 0] if task == "regression" else torch.softmax(logits, dim=-1)).cpu().numpy())
-    if not parts:
-        return np.zeros((0,) if task == "regression" else (0, model.config.num_labels), dtype=np.float32)
-    return np.concatenate(parts)
+            parts.append(model(**batch).logits.float().cpu().numpy())
+    return kind(task).scores(np.concatenate(parts) if parts else np.zeros((0, model.config.num_labels), np.float32))

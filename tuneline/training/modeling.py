@@ -16,6 +16,7 @@ from importlib import resources
 import logging
 from pathlib import Path
 
+from tuneline.kinds import kind
 from tuneline.config import PROMPT_METHODS, TrainConfig
 from tuneline.errors import ConfigError
 
@@ -92,14 +93,10 @@ def load_base(task: str, source: str, config: TrainConfig, labels: tuple[str, ..
     kwargs = {}
     if config.method == "qlora":
         kwargs["quantization_config"] = _quantization(config)
-    if task == "classification":
-        model_config = _with_dropout(source, config.dropout, num_labels=len(labels),
-                                     id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    if kind(task).model == "sequence_classification":  # a head the kind describes: classes, a value, labels
+        model_config = _with_dropout(source, config.dropout, **kind(task).head(labels))
         return AutoModelForSequenceClassification.from_pretrained(source, config=model_config, ignore_mismatched_sizes=True, **kwargs)
-    if task == "regression":
-        model_config = _with_dropout(source, config.dropout, num_labels=1, problem_type="regression")
-        return AutoModelForSequenceClassification.from_pretrained(source, config=model_config, ignore_mismatched_sizes=True, **kwargs)
-    if task == "seq2seq":
+    if kind(task).encoder_decoder:
         if is_encoder_decoder(source):
             return AutoModelForSeq2SeqLM.from_pretrained(source, config=_with_dropout(source, config.dropout), **kwargs)
         # An encoder checkpoint (MiniLM, BERT): warm-start both halves from it; cross-attention starts random.
@@ -116,7 +113,7 @@ def load_base(task: str, source: str, config: TrainConfig, labels: tuple[str, ..
         model.generation_config.eos_token_id = tokenizer.sep_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         return model
-    if task == "causal_lm":
+    if kind(task).model == "causal_lm":
         model_config = _with_dropout(source, config.dropout)
         if not getattr(model_config, "is_decoder", True) or model_config.model_type == "bert":
             model_config.is_decoder = True  # an encoder used left-to-right (BertLMHeadModel)
@@ -130,8 +127,7 @@ def load_base(task: str, source: str, config: TrainConfig, labels: tuple[str, ..
 def _peft_config(task: str, config: TrainConfig, source: str):
     from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType
 
-    task_type = {"classification": TaskType.SEQ_CLS, "regression": TaskType.SEQ_CLS,
-                 "seq2seq": TaskType.SEQ_2_SEQ_LM, "causal_lm": TaskType.CAUSAL_LM}[task]
+    task_type = TaskType[kind(task).peft_task_type]
     save = config.modules_to_save  # None: peft adds the classification head for SEQ_CLS itself
     if config.method in ("lora", "qlora"):
         lora = config.lora
@@ -214,9 +210,9 @@ def _labels_of(model) -> tuple[str, ...]:
 def _auto_class(task: str, model_dir: Path):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, EncoderDecoderModel
 
-    if task in ("classification", "regression"):
+    if not kind(task).generative:
         return AutoModelForSequenceClassification
-    if task == "causal_lm":
+    if kind(task).model == "causal_lm":
         return AutoModelForCausalLM
     config = json.loads((model_dir / "config.json").read_text())
     return EncoderDecoderModel if config.get("model_type") == "encoder-decoder" else AutoModelForSeq2SeqLM

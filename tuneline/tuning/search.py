@@ -33,7 +33,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tuneline.config import LOWER_IS_BETTER, VALIDATION_METRICS, RetrainConfig, describe_errors, load_config
+from tuneline.config import LOWER_IS_BETTER, RetrainConfig, describe_errors, load_config
+from tuneline.kinds import kind
 from tuneline.errors import ConfigError, TunelineError, TuningError
 from tuneline.settings import state_dir
 from tuneline.runs import note_mlflow_run
@@ -114,7 +115,6 @@ class Objective(_Section):
     )
 
 
-DEFAULT_OBJECTIVE = {"classification": "accuracy", "regression": "mse", "seq2seq": "loss", "causal_lm": "loss"}
 DEFAULT_SPACE = {
     "train.learning_rate": Param(type="log_uniform", low=1e-5, high=3e-4),
     "train.batch_size": Param(type="categorical", choices=[16, 32]),
@@ -215,9 +215,9 @@ class TuneConfig(_Section):
             if unknown:
                 raise ValueError(f"enqueue[{number}]: {unknown} not in search_space {sorted(self.search_space)}")
         task = self.retrain.task
-        if self.metric not in VALIDATION_METRICS[task]:
+        if self.metric not in kind(task).validation_metrics:
             raise ValueError(f"objective.metric {self.metric!r} is not reported for task {task}; "
-                             f"choose one of {list(VALIDATION_METRICS[task])}")
+                             f"choose one of {list(kind(task).validation_metrics)}")
         if self.algorithm == "grid":
             continuous = [path for path, param in self.search_space.items() if param.grid() is None]
             if continuous:
@@ -229,7 +229,7 @@ class TuneConfig(_Section):
 
     @property
     def metric(self) -> str:
-        return self.objective.metric or DEFAULT_OBJECTIVE[self.retrain.task]
+        return self.objective.metric or kind(self.retrain.task).tune_objective
 
     @property
     def direction(self) -> str:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tuneline.kinds import kind
 from tuneline.errors import DataDriftError
 from tuneline.validation.suite import EXAMPLE_ROWS, ExpectationOutcome, ValidationReport, setting_value
 
@@ -67,9 +68,9 @@ def profile(frame: pd.DataFrame, task: str) -> dict[str, Any]:
         "vocabulary_size": len(words),
         "vocabulary": dict(words.most_common(VOCABULARY_SIZE)),
     }
-    if task == "classification":
+    if kind(task).has_classes:
         summary["labels"] = {str(k): int(v) for k, v in frame["label"].dropna().value_counts().items()}
-    elif task == "regression":
+    elif kind(task).numeric:
         targets = pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=float)
         summary["target_sample"] = _quantile_sample(targets[np.isfinite(targets)])
     return summary
@@ -173,10 +174,10 @@ def compare(reference: dict[str, Any], current: dict[str, Any], config: DriftCon
         return skipped(reference_name, f"{reference_name} was profiled as task {reference.get('task')!r}, this batch "
                                         f"is {task!r}: nothing comparable")
     outcomes, measures = [], {}
-    if task == "classification":
+    if kind(task).has_classes:
         outcome, measures["drift_label_shift"] = _label_outcome(reference, current, config)
         outcomes.append(outcome)
-    elif task == "regression":
+    elif kind(task).numeric:
         outcome, measures["drift_target_ks"] = _ks_outcome(
             reference["target_sample"], current["target_sample"], config.max_label_shift, config,
             "expect_target_shift_to_be_at_most", "label", "target",
@@ -191,7 +192,7 @@ def compare(reference: dict[str, Any], current: dict[str, Any], config: DriftCon
     outcome, measures["drift_vocabulary_overlap"] = _vocabulary_outcome(reference, current, config)
     outcomes.append(outcome)
     notes = (f"reference: {reference['rows']} rows; batch: {current['rows']} rows",)
-    if task not in ("classification", "regression"):
+    if kind(task).generative:
         notes += (f"task {task}: targets are text, so no label measure",)
     return DriftReport(suite="drift", success=all(o.success for o in outcomes), evaluated=len(outcomes),
                        outcomes=tuple(outcomes), reference=reference_name, notes=notes,

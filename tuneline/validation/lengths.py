@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tuneline.kinds import kind
 from tuneline.errors import ConfigError
 
 
@@ -45,10 +46,10 @@ def token_lengths(frame: pd.DataFrame, task: str, tokenizer) -> np.ndarray:
     texts = [t if isinstance(t, str) else "" for t in frame["text"]]
     with _quiet_length_warning():
         inputs = np.array([len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]])
-        if task not in ("seq2seq", "causal_lm"):
+        if not kind(task).generative:
             return inputs
         targets = [t if isinstance(t, str) else "" for t in frame["label"]]
-        if task == "seq2seq":
+        if kind(task).encoder_decoder:
             encoded = tokenizer(text_target=targets, truncation=False)["input_ids"]
             return np.maximum(inputs, np.array([len(ids) for ids in encoded]))
         encoded = tokenizer(targets, add_special_tokens=False, truncation=False)["input_ids"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tuneline.config import GENERATIVE_TASKS
+from tuneline.kinds import kind
 from tuneline.errors import ConfigError, DataValidationError
 from tuneline.settings import PROJECT_ROOT
 
@@ -228,18 +228,18 @@ def _text_check_expectations(frame: pd.DataFrame, task: str, checks: TextChecksC
     if tokenizer is not None and max_length is not None:
         lengths = token_lengths(frame, task, tokenizer)
         frame = frame.assign(token_count=lengths)
-        what = {"causal_lm": "prompt + response", "seq2seq": "longer of input and target"}.get(task, "input")
+        what = kind(task).length_counted
         expectations.append(gx.expectations.ExpectColumnValuesToBeBetween(
             column="token_count", max_value=max_length, mostly=1.0 - checks.max_truncated_share,
             meta={TEXT_CHECK_NOTE: f"tokens of the {what} vs train.max_length {max_length}: longer rows are truncated",
                   SETTING_META: settings.named("data.checks.max_truncated_share", "train.max_length")}))
-    pii_columns = ["text", "label"] if task in ("seq2seq", "causal_lm") else ["text"]
+    pii_columns = ["text", "label"] if kind(task).generative else ["text"]
     frame = frame.assign(pii_found=pii_column(frame, pii_columns, checks.pii_kinds))
     expectations.append(gx.expectations.ExpectColumnValuesToBeInSet(
         column="pii_found", value_set=[""], mostly=1.0 if checks.pii == "fail" else 0.0,
         meta={TEXT_CHECK_NOTE: f"PII in {' and '.join(pii_columns)}, policy {checks.pii}",
               SETTING_META: settings.named("data.checks.pii", "data.checks.pii_kinds")}))
-    if task == "causal_lm":
+    if kind(task).keeps_prompt_format:
         for column, role in (("text", "prompt"), ("label", "response")):
             key = "data.text_column" if column == "text" else "data.label_column"
             expectations.append(gx.expectations.ExpectColumnValuesToMatchRegex(
@@ -291,7 +291,7 @@ def _repeat_outcome(frame: pd.DataFrame, task: str, checks: TextChecksConfig, ke
     """Rows repeating an earlier row (`duplicate_key`: what cleaning drops), against data.checks.max_duplicate_share."""
     from tuneline.data.text import normalise_text, repeated_rows
 
-    generative = task in GENERATIVE_TASKS  # one input with several targets is fine there
+    generative = kind(task).generative  # one input with several targets is fine there
     if generative:
         keys = [f"{k}\x1f{normalise_text(t)}" if k else "" for k, t in zip(keys, frame["label"])]
     repeats = repeated_rows((), keys=keys)
@@ -476,12 +476,12 @@ def _custom_outcomes(frame: pd.DataFrame, task: str, checks: TextChecksConfig | 
         outcomes.append(_repeat_outcome(frame, task, checks, keys, settings))
         # Generation inputs can be numbers (number to words) or one instruction for many targets; the generation
         # suite bounds its distinct inputs instead.
-        if task in ("classification", "regression"):
+        if not kind(task).generative:
             outcomes += _text_column_outcomes(frame, checks, keys, settings)
-        if task == "classification":
+        if kind(task).has_classes:
             outcomes += _label_form_outcomes(frame, checks, keys, settings)
             outcomes += _label_outcomes(frame, checks, allowed_labels, settings)
-    if checks is not None and task == "classification" and frame["label"].notna().any():
+    if checks is not None and kind(task).has_classes and frame["label"].notna().any():
         ratio = imbalance_ratio(frame["label"].dropna())
         counts = frame["label"].value_counts()
         bound = checks.max_imbalance_ratio
@@ -559,7 +559,7 @@ def validate_frame(
                           labels=listed if len(listed) >= 2 and len(set(listed)) == len(listed) else None)
     elif checks is None:
         checks = data.checks
-    if task == "regression" and "label" in frame.columns:
+    if kind(task).numeric and "label" in frame.columns:
         frame = frame.assign(label_value=pd.to_numeric(frame["label"], errors="coerce").astype(float))
     suite_path = resolve_suite_path(suite)
     settings = _Settings(data=data, split=split, max_length=max_length, suite_path=suite_path, suite_name=suite)
@@ -629,7 +629,7 @@ def check_splits(splits: SplitResult, checks: TextChecksConfig, task: str, near_
     from tuneline.data.text import imbalance_ratio, label_counts
 
     outcomes: list[ExpectationOutcome] = []
-    if task == "classification" and splits.labels:
+    if kind(task).has_classes and splits.labels:
         counts = label_counts(splits.parts(), splits.labels)
         short = [{"label": label, "split": name, "rows": int(counts.loc[label, name])}
                  for name in counts.columns for label in counts.index if counts.loc[label, name] < checks.min_rows_per_label]
