@@ -12,60 +12,16 @@ from __future__ import annotations
 import shutil
 
 import tuneline.flows  # noqa: F401  (sets up the environment before Prefect is imported)
-from prefect import flow, task
+from prefect import flow
 from prefect.runtime import flow_run
 
-from tuneline.tasks.common import TRANSIENT_RETRIES
-from tuneline.tasks.export import compare_exported, export_model, triton_repository
+from tuneline.tasks.export import compare_exported, earlier_reexport, export_model, fetch_source, register_reexport
 from tuneline.tasks.tracking import load_secrets
 from tuneline.registry import store as registry
 from tuneline.config import ExportConfig
-from tuneline.errors import ConfigError
-from tuneline.registry.reexport import (
-    SourceVersion,
-    fetch_version,
-    find_reexport,
-    reexport_identity,
-    reexport_tags,
-    require_calibration,
-)
+from tuneline.export.stage import triton_repository
+from tuneline.registry.registration import start_reexport_run
 from tuneline.settings import state_dir
-from tuneline.runs import note_mlflow_run
-
-
-@task(name="find-reexport", **TRANSIENT_RETRIES)
-def earlier_reexport(name: str, version: str, settings: ExportConfig) -> tuple[str, str | None]:
-    """The source version's number, and the version already re-exported from it with these settings, if any."""
-    return find_reexport(name, version, settings)
-
-
-@task(name="fetch-version", **TRANSIENT_RETRIES)
-def fetch_source(name: str, version: str, quantization: str) -> SourceVersion:
-    """Download the version's fine-tuned model and the test rows it was scored on."""
-    source = fetch_version(name, version, state_dir() / "exports")
-    try:
-        require_calibration(source, quantization)
-    except ConfigError:
-        shutil.rmtree(source.folder, ignore_errors=True)
-        raise
-    return source
-
-
-@task(name="register-reexport", **TRANSIENT_RETRIES)
-def register_reexport(source: SourceVersion, exported, variants, settings: ExportConfig, run_id: str, triton):
-    """A new version of the same model: the source's lineage and test metrics, the new files and their measurements."""
-    identity = reexport_identity(source.version, settings)
-    tags = reexport_tags(source, exported, variants) | identity
-    table = "\n".join(["| " + " | ".join(map(str, row.values())) + " |" for row in
-                       [v.row(source.task, variants[0]) for v in variants]])
-    description = (source.description.rstrip() + f"\n\n## Re-exported from version {source.version}\n"
-                   f"Export settings: `{settings.model_dump_json()}`\n\n{table}\n")
-    extras = {"triton": triton} if triton is not None else {}
-    if exported.int8_path is not None and exported.int8_onnx_path is None:
-        extras["torch_int8"] = exported.int8_path
-    return registry.register_model(run_id, source.name, source.model_dir, exported.onnx_path, exported.int8_onnx_path,
-                                   source.max_length, tags, description=description, extras=extras, task=source.task,
-                                   generation=source.generation.model_dump(mode="json"), same_as=identity)
 
 
 @flow(name="export", log_prints=True)
@@ -82,13 +38,7 @@ def export(name: str, version: str = "champion", settings: ExportConfig = Export
               "nothing registered")
         return existing
     source = fetch_source(name, source_version, settings.quantization)  # the number: an alias may move meanwhile
-    run_id = registry.start_run(
-        experiment, run_name=flow_run.get_name() or "export",
-        params={f"export.{k}": v for k, v in settings.model_dump(mode="json").items()} | {"source.version": source.version},
-        config_yaml=settings.model_dump_json(indent=2),
-        tags={"code_version": registry.code_version(), "exported_from": f"{name}/{source.version}", "orchestrator": "prefect"},
-        on_created=note_mlflow_run,
-    )
+    run_id = start_reexport_run(source, settings, experiment, flow_run.get_name() or "export")
     work_dir = state_dir() / "runs" / run_id
     try:
         exported = export_model(source.model_dir, source.parity_texts, source.calibration_texts, settings, source.task,

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import tuneline.flows  # noqa: F401  (sets up the environment before Prefect is imported)
-from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow
 
-from tuneline.promotion import gate as gating
+from tuneline.tasks.promote import promote_version
 from tuneline.registry import store as registry
 from tuneline.config import PromotionConfig
-
-
-@task(name="promote-version")
-def promote_version(name: str, version: str, policy: PromotionConfig, reason: str, force: bool) -> str:
-    """Run the gate and move `champion`; raise `GateError` with the reasons on a hold."""
-    result = gating.promote(name, version, policy, reason, force)
-    create_markdown_artifact(result.decision.to_markdown(f"{name} version {version}", result.champion_version),
-                             key="promotion-gate")
-    return result.alias
 
 
 @flow(name="promote", log_prints=True)

@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from tuneline.tasks.clean import clean_data
 from tuneline.tasks.drift import check_drift
 from tuneline.tasks.evaluate import evaluate_generation, evaluate_model, evaluate_regression, measure_baselines
-from tuneline.tasks.export import compare_exported, export_model, triton_repository
+from tuneline.tasks.export import compare_exported, export_model
 from tuneline.tasks.ingest import ingest_data
 from tuneline.tasks.promote import await_signoff, gate_and_promote
 from tuneline.tasks.record import record_data
@@ -27,7 +27,10 @@ from tuneline.tasks.tracking import finish_tracking, load_secrets, start_trackin
 from tuneline.tasks.train import cross_validate_model, fine_tune_model
 from tuneline.tasks.validate import validate_data
 from tuneline.config import RetrainConfig
-from tuneline.settings import state_dir, tracking_uri
+from tuneline.evaluation.stage import task_metrics
+from tuneline.export.stage import triton_repository
+from tuneline.registry.tracking import retrain_summary
+from tuneline.settings import state_dir
 from tuneline.summary import RetrainSummary
 
 
@@ -71,7 +74,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
             cross_validate_model(splits, config.train, config.task, work_dir, run_id)
         trained = fine_tune_model(splits, config.train, config.task, work_dir, run_id)
         torch_report = evaluate_for_task(trained, splits, config, work_dir, run_id)
-        test_metrics = {name: value for name, value in torch_report.metrics().items() if name in kind(config.task).test_metrics}
+        test_metrics = task_metrics(torch_report, config.task)
         baselines = measure_baselines(splits, config.task, trained.model_dir, run_id)  # the gate's floor
         exported = export_model(trained.model_dir, list(splits.validation["text"]), list(splits.train["text"]),
                                 config.export, config.task, config.train.max_length, work_dir, run_id)
@@ -91,27 +94,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> RetrainSummary:
     # Everything worth keeping now lives in MLflow; the scratch copies are ~200 MB a run.
     shutil.rmtree(work_dir, ignore_errors=True)
     shutil.rmtree(trained.checkpoint_dir, ignore_errors=True)  # kept until now: a failed run's re-run resumes from it
-    summary = RetrainSummary(
-        model_name=version.name,
-        version=version.version,
-        alias=gate.alias,
-        gate_reasons=gate.decision.reasons,
-        run_id=run_id,
-        model_uri=version.model_uri,
-        tracking_uri=tracking_uri(),
-        data_source=ingested.source,
-        data_hash=ingested.content_hash,
-        rows={"raw": ingested.rows, "clean": cleaned.rows_out, "dropped": cleaned.rows_dropped, **splits.sizes()},
-        task=config.task,
-        torch_metrics=test_metrics,
-        int8_metrics=next((v.metrics for v in variants if "INT8" in v.name), None),
-        variants=[v.row(config.task, variants[0]) for v in variants],
-        onnx_bytes=exported.onnx_bytes,
-        int8_bytes=exported.int8_bytes,
-        parity_max_abs_diff=exported.parity.max_abs_diff,
-        parity_atol=config.export.parity_atol,
-        train_seconds=trained.seconds,
-        device=trained.device,
-    )
+    summary = retrain_summary(config, run_id, version, gate, ingested, cleaned, splits, trained, test_metrics, exported,
+                              variants)
     publish_summary(summary)
     return summary

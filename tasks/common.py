@@ -1,4 +1,5 @@
-"""What every tuneline task shares: retry only on transient faults; cache the data stages on data and config."""
+"""What every tuneline task shares: retry only on transient faults; cache the data stages on data and config;
+publish what a stage returns as Prefect artifacts."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.tasks import exponential_backoff
 
 import tuneline
 import tuneline.tasks
 from tuneline.errors import is_transient
+from tuneline.published import Link, Markdown, Published, Table
 
 
 def retry_if_transient(task, task_run, state) -> bool:
@@ -71,3 +74,14 @@ def data_stage_cache(key: Callable[[dict[str, Any]], str | None]) -> dict[str, A
         return hashlib.sha256(f"{context.task.name}\0{part}\0{code_hash()}".encode()).hexdigest()
 
     return dict(**RETRIES, cache_policy=CachePolicy.from_cache_key_fn(cache_key), persist_result=True)
+
+
+def publish(*items: Published | None) -> None:
+    """Each table, markdown or link a stage returned as the flow run's Prefect artifact (None: nothing to publish)."""
+    for item in items:
+        if isinstance(item, Table):
+            create_table_artifact(item.rows, key=item.key, description=item.description)
+        elif isinstance(item, Markdown):
+            create_markdown_artifact(item.markdown, key=item.key, description=item.description)
+        elif isinstance(item, Link):
+            create_link_artifact(item.link, link_text=item.text)

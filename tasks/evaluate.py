@@ -4,69 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from prefect import task
-from prefect.artifacts import create_table_artifact
 
-from tuneline.kinds import kind
-from tuneline.tasks.common import TRANSIENT_RETRIES
-from tuneline.registry import store as registry
+from tuneline.tasks.common import TRANSIENT_RETRIES, publish
 from tuneline.config import EvaluationConfig, GenerationConfig
 from tuneline.data.splitting import SplitResult
-from tuneline.data.loading import regression_targets
-from tuneline.evaluation.metrics import (
-    Baselines,
-    ClassificationReport,
-    GenerationReport,
-    RegressionReport,
-    classification_report,
-    generation_report,
-    plot_confusion_matrix,
-    plot_predicted_vs_true,
-    regression_report,
-    row_scores,
-    score_baselines,
-    sliced_generation_metrics,
-    sliced_metrics,
-    sliced_regression_metrics,
-    worst_examples,
-    worst_generation_examples,
-    worst_regression_examples,
-)
-from tuneline.promotion.gate import BASELINES_ARTIFACT, ROW_SCORES_ARTIFACT
-from tuneline.evaluation.generation import generate, lowercases
-from tuneline.training.engine import TrainResult, predict_proba
-
-
-def publish_tables(worst: pd.DataFrame, worst_by: str, slices: pd.DataFrame, sliced: str, work_dir: Path,
-                   run_id: str) -> None:
-    """The worst test rows and the metrics per slice: CSVs in the MLflow run, tables in Prefect."""
-    for frame, name in ((worst, "worst_examples.csv"), (slices, "sliced_metrics.csv")):
-        frame.to_csv(work_dir / name, index=False)
-        registry.log_artifact(run_id, work_dir / name, "evaluation")
-    create_table_artifact(worst.head(20).to_dict("records"), key="worst-examples",
-                          description=f"Test rows with {worst_by} (more in MLflow: evaluation/worst_examples.csv)")
-    create_table_artifact(slices.to_dict("records"), key="test-metrics-by-slice",
-                          description=f"Test {sliced} per slice (input length, and data.slice_column)")
-
-
-def log_row_scores(scores: dict[str, tuple[float, ...]], test: pd.DataFrame, work_dir: Path, run_id: str) -> None:
-    """The model's per-row test scores, in the split's row order: what a later candidate's paired test reads."""
-    folder, name = ROW_SCORES_ARTIFACT.rsplit("/", 1)
-    rows = test["row"].to_numpy() if "row" in test.columns else range(len(test))
-    pd.DataFrame({"row": rows, **scores}).to_csv(work_dir / name, index=False)
-    registry.log_artifact(run_id, work_dir / name, folder)
+from tuneline.evaluation import stage
+from tuneline.evaluation.metrics import Baselines, ClassificationReport, GenerationReport, RegressionReport
+from tuneline.training.engine import TrainResult
 
 
 @task(name="score-baselines", **TRANSIENT_RETRIES)
 def measure_baselines(splits: SplitResult, task_type: str, model_dir: Path, run_id: str) -> Baselines:
     """The gate's floor: trivial baselines fitted on the train split, scored on the test split, recorded with the run."""
-    lowercase = lowercases(model_dir) if kind(task_type).generative else False  # scored as the model's outputs are
-    baselines = score_baselines(task_type, splits.train, splits.test, splits.labels, lowercase, splits.hashes["test"])
-    registry.log_json(run_id, baselines.to_dict(), BASELINES_ARTIFACT)
-    registry.log_metrics(run_id, {f"baseline_{b.name.replace('-', '_').replace(' ', '_')}_{metric}": value
-                                  for b in baselines.all() for metric, value in b.metrics.items()})
-    return baselines
+    return stage.measure_baselines(splits, task_type, model_dir, run_id)
 
 
 @task(name="evaluate", **TRANSIENT_RETRIES)
@@ -75,21 +26,8 @@ def evaluate_model(
     work_dir: Path, run_id: str,
 ) -> ClassificationReport:
     """Accuracy, macro-F1, per-class precision/recall, confusion matrix and worst errors of the PyTorch model."""
-    test = splits.test
-    probabilities = predict_proba(trained.model_dir, list(test["text"]), max_length, batch_size, trained.device)
-    report = classification_report(list(test["label"]), probabilities, splits.labels)
-    registry.log_metrics(run_id, report.metrics("test_"))
-    log_row_scores(row_scores("classification", probabilities, list(test["label"]), splits.labels), test, work_dir, run_id)
-    registry.log_json(run_id, report.__dict__, "evaluation/torch_report.json")
-    registry.log_artifact(run_id, plot_confusion_matrix(report, work_dir / "confusion_matrix.png"), "evaluation")
-    publish_tables(worst_examples(test, probabilities, splits.labels, config.worst_examples), "the highest loss",
-                   sliced_metrics(test, probabilities, splits.labels, config.slice_column), "accuracy and macro-F1",
-                   work_dir, run_id)
-    create_table_artifact(
-        [{"label": label, **{k: round(v, 4) for k, v in scores.items()}} for label, scores in report.per_class.items()],
-        key="test-metrics-per-class",
-        description=f"PyTorch model on {report.rows} test rows: accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}",
-    )
+    report, tables = stage.evaluate_model(trained, splits, config, max_length, batch_size, work_dir, run_id)
+    publish(*tables)
     return report
 
 
@@ -99,18 +37,8 @@ def evaluate_regression(
     work_dir: Path, run_id: str,
 ) -> RegressionReport:
     """MSE, MAE and R² of the PyTorch model, predicted-vs-true plot, largest errors, metrics per slice."""
-    test = splits.test
-    predictions = predict_proba(trained.model_dir, list(test["text"]), max_length, batch_size, trained.device,
-                                task="regression")
-    targets = regression_targets(test)
-    report = regression_report(targets, predictions)
-    registry.log_metrics(run_id, report.metrics("test_"))
-    log_row_scores(row_scores("regression", predictions, list(targets)), test, work_dir, run_id)
-    registry.log_json(run_id, report.__dict__, "evaluation/torch_report.json")
-    registry.log_artifact(run_id, plot_predicted_vs_true(targets, predictions, work_dir / "predicted_vs_true.png"),
-                          "evaluation")
-    publish_tables(worst_regression_examples(test, predictions, config.worst_examples), "the largest absolute error",
-                   sliced_regression_metrics(test, predictions, config.slice_column), "MSE, MAE and R²", work_dir, run_id)
+    report, tables = stage.evaluate_regression(trained, splits, config, max_length, batch_size, work_dir, run_id)
+    publish(*tables)
     return report
 
 
@@ -120,15 +48,7 @@ def evaluate_generation(
     batch_size: int, work_dir: Path, run_id: str,
 ) -> GenerationReport:
     """BLEU and ROUGE of the PyTorch model's generations with the config's decoding settings; lowest-ROUGE rows, slices."""
-    test = splits.test
-    outputs = generate(trained.model_dir, trained.task, list(test["text"]), settings, max_length, batch_size,
-                       trained.device)
-    lowercase = lowercases(trained.model_dir)
-    report = generation_report(list(test["label"]), outputs, lowercase)
-    registry.log_metrics(run_id, report.metrics("test_"))
-    log_row_scores(row_scores(trained.task, outputs, list(test["label"]), (), lowercase), test, work_dir, run_id)
-    registry.log_json(run_id, report.__dict__, "evaluation/torch_report.json")
-    publish_tables(worst_generation_examples(test, outputs, config.worst_examples, lowercase), "the lowest ROUGE-L",
-                   sliced_generation_metrics(test, outputs, config.slice_column, lowercase), "BLEU and ROUGE-L",
-                   work_dir, run_id)
+    report, tables = stage.evaluate_generation(trained, splits, config, settings, max_length, batch_size, work_dir,
+                                               run_id)
+    publish(*tables)
     return report

@@ -1,4 +1,5 @@
-"""Stages: export to ONNX and verify parity, quantize; then measure every variant and check the quantized one."""
+"""Stages: export to ONNX and verify parity, quantize; then measure every variant and check the quantized one.
+The export flow's too: find an earlier re-export, fetch the source version, register the new one."""
 
 from __future__ import annotations
 
@@ -6,18 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_table_artifact
 
-from tuneline.kinds import kind
-from tuneline.tasks.common import TRANSIENT_RETRIES
-from tuneline.registry import store as registry
+from tuneline.tasks.common import TRANSIENT_RETRIES, publish
 from tuneline.config import ExportConfig, GenerationConfig
-from tuneline.data.loading import regression_targets
+from tuneline.export import stage
 from tuneline.export.common import ExportResult
-from tuneline.export.encoder import export_and_quantize
-from tuneline.export.generative import export_generative_and_quantize
-from tuneline.export.triton import write_triton_repository
-from tuneline.export.variants import VariantResult, check_quantized, compare_generative_variants, compare_variants
+from tuneline.export.variants import VariantResult
+from tuneline.registry import registration
+from tuneline.registry.reexport import SourceVersion, find_reexport
 
 
 @task(name="export-onnx", **TRANSIENT_RETRIES)
@@ -27,19 +24,8 @@ def export_model(model_dir: Path, parity_texts: list[str], calibration_texts: li
 
     Generative models become a `generator/` folder (graphs with past key values) and `generator.int8/`.
     """
-    if kind(task_type).generative:
-        result = export_generative_and_quantize(model_dir, work_dir / "onnx", config, max_length,
-                                                parity_texts[: config.parity_rows], task_type)
-    else:
-        result = export_and_quantize(model_dir, work_dir / "onnx", config, max_length,
-                                     parity_texts=parity_texts[: config.parity_rows],
-                                     calibration_texts=calibration_texts[: config.calibration_rows], task=task_type)
-    metrics = {"onnx_bytes": result.onnx_bytes, "parity_max_abs_diff": result.parity.max_abs_diff,
-               "parity_max_rel_diff": result.parity.max_rel_diff}
-    if result.int8_bytes:
-        metrics["int8_bytes"] = result.int8_bytes
-    registry.log_metrics(run_id, metrics)
-    return result
+    return stage.export_model(model_dir, parity_texts, calibration_texts, config, task_type, max_length, work_dir,
+                              run_id)
 
 
 @task(name="compare-variants", **TRANSIENT_RETRIES)
@@ -47,38 +33,26 @@ def compare_exported(model_dir: Path, test: pd.DataFrame, labels: tuple[str, ...
                      config: ExportConfig, task_type: str, max_length: int, batch_size: int,
                      run_id: str, generation: GenerationConfig | None = None) -> tuple[VariantResult, ...]:
     """Size, latency, throughput and test metrics of PyTorch FP32, ONNX FP32 and INT8; refuse an INT8 that lost too much."""
-    if kind(task_type).generative:
-        variants = compare_generative_variants(task_type, model_dir, exported.onnx_path, exported.int8_path,
-                                               list(test["text"]), list(test["label"]), generation or GenerationConfig(),
-                                               max_length, batch_size)
-    else:
-        targets = list(test["label"]) if kind(task_type).has_classes else list(regression_targets(test))
-        variants = compare_variants(task_type, model_dir, exported.onnx_path, exported.int8_path,
-                                    exported.quantization, list(test["text"]), targets, labels, max_length, batch_size)
-    table = [v.row(task_type, variants[0]) for v in variants]
-    registry.log_json(run_id, table, "evaluation/variants.json")
-    for variant in variants[1:]:
-        key = "int8" if "INT8" in variant.name else "onnx"
-        registry.log_metrics(run_id, {f"{key}_test_{name}": value for name, value in variant.metrics.items()}
-                             | {f"{key}_latency_ms": variant.latency_ms, f"{key}_rows_per_s": variant.rows_per_second})
-    create_table_artifact(table, key="export-variants",
-                          description=f"Each exported variant on {len(test)} test rows, measured on this machine "
-                                      f"(latency: one row; rows/s: batches of {batch_size}, tokenization included)")
-    # Raises before registration; the paired test's line (test, rows, discordant counts, p-value) goes on record
-    line = check_quantized(task_type, variants, config.max_accuracy_drop, exported.quantization, config.significance)
-    registry.set_tags(run_id, {"int8.check": line})
-    return tuple(variants)
+    variants, table = stage.compare_exported(model_dir, test, labels, exported, task_type, max_length, batch_size,
+                                             run_id, generation)
+    publish(table)
+    stage.check_int8(variants, exported, config, task_type, run_id)  # raises before registration
+    return variants
 
 
-def triton_repository(exported: ExportResult, model_name: str, work_dir: Path) -> Path:
-    """The served ONNX file (INT8 when there is one) as a Triton model named like the registered model.
+@task(name="find-reexport", **TRANSIENT_RETRIES)
+def earlier_reexport(name: str, version: str, settings: ExportConfig) -> tuple[str, str | None]:
+    """The source version's number, and the version already re-exported from it with these settings, if any."""
+    return find_reexport(name, version, settings)
 
-    A generative model's graphs become one Triton model each (`NAME.encoder_model`, `NAME.decoder_model`, ...);
-    the client runs the decoding loop, as `tuneline.runtime.generator` does.
-    """
-    served = exported.int8_onnx_path or exported.onnx_path
-    if served.is_dir():
-        graphs = {f"{model_name}.{graph.stem}": graph for graph in sorted(served.glob("*.onnx"))}
-    else:
-        graphs = {model_name: served}
-    return write_triton_repository(graphs, work_dir / "triton")
+
+@task(name="fetch-version", **TRANSIENT_RETRIES)
+def fetch_source(name: str, version: str, quantization: str) -> SourceVersion:
+    """Download the version's fine-tuned model and the test rows it was scored on."""
+    return registration.fetch_source(name, version, quantization)
+
+
+@task(name="register-reexport", **TRANSIENT_RETRIES)
+def register_reexport(source: SourceVersion, exported, variants, settings: ExportConfig, run_id: str, triton):
+    """A new version of the same model: the source's lineage and test metrics, the new files and their measurements."""
+    return registration.register_reexport(source, exported, variants, settings, run_id, triton)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from prefect import task
 
-from tuneline.tasks.clean import record_clean
-from tuneline.tasks.common import TRANSIENT_RETRIES
+from tuneline.tasks.common import TRANSIENT_RETRIES, publish
 from tuneline.tasks.ingest import record_ingest
-from tuneline.tasks.split import record_split
-from tuneline.tasks.validate import record_validation
 from tuneline.config import RetrainConfig
+from tuneline.data import stages
 from tuneline.data.cleaning import CleanResult
 from tuneline.data.loading import IngestResult
 from tuneline.data.splitting import SplitResult
+from tuneline.validation import stage as validation_stage
 from tuneline.validation.suite import ValidationReport
 
 
@@ -22,6 +21,6 @@ def record_data(ingested: IngestResult, validation: ValidationReport, cleaned: C
     """Every run's lineage, whether its data stages ran or came from the cache: hashes, row counts, the
     validation report, dropped rows, the test and calibration rows the gate and a re-export read later."""
     record_ingest(ingested, run_id)
-    record_validation(validation, config.data, run_id)
-    record_clean(cleaned, run_id)
-    record_split(splits, config.split, ingested.source, run_id, config.task)
+    publish(*validation_stage.record_validation(validation, config.data, run_id))
+    stages.record_clean(cleaned, run_id)
+    publish(stages.record_split(splits, config.split, ingested.source, run_id, config.task))

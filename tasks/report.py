@@ -6,7 +6,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from tuneline.tasks.common import TRANSIENT_RETRIES
-from tuneline.registry import store as registry
+from tuneline.registry import tracking
 from tuneline.summary import RetrainSummary
 
 
@@ -16,4 +16,4 @@ def publish_summary(summary: RetrainSummary) -> None:
     markdown = summary.to_markdown()
     print(markdown)
     create_markdown_artifact(markdown, key="retrain-summary", description="Metrics, sizes, version and alias")
-    registry.client().log_text(summary.run_id, markdown, "summary.md")
+    tracking.log_summary(summary)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_link_artifact
 from prefect.logging import get_run_logger
 
-from tuneline.tasks.common import TRANSIENT_RETRIES
-from tuneline.registry import store as registry
+from tuneline.tasks.common import TRANSIENT_RETRIES, publish
+from tuneline.registry import tracking
 from tuneline.config import RetrainConfig
-from tuneline.settings import fill_secrets, public_tracking_uri
-from tuneline.runs import note_mlflow_run
+from tuneline.settings import fill_secrets
 
 
 def _secret_block(name: str) -> str | None:
@@ -38,19 +36,8 @@ def load_secrets() -> list[str]:
 @task(name="start-tracking", **TRANSIENT_RETRIES)
 def start_tracking(config: RetrainConfig, run_name: str) -> str:
     """Create the MLflow run with the resolved config; return its id."""
-    run_id = registry.start_run(
-        config.registry.experiment,
-        run_name=run_name,
-        params=config.flat(),
-        config_yaml=config.to_yaml(),
-        tags={"code_version": registry.code_version(), "base_model": config.train.base_model,
-              "orchestrator": "prefect"},
-        on_created=note_mlflow_run,
-    )
-    uri = public_tracking_uri()  # a link anyone with the Prefect UI can read: no credentials in it
-    if uri.startswith("http"):
-        experiment = registry.ensure_experiment(config.registry.experiment)
-        create_link_artifact(f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}", link_text="MLflow run")
+    run_id, link = tracking.start_tracking(config, run_name)
+    publish(link)
     return run_id
 
 
@@ -62,11 +49,4 @@ def finish_tracking(run_id: str, error: BaseException | None = None) -> None:
     waiting, so a failure here (a server that does not answer) is logged after one attempt, not retried, and
     the flow's own error goes on.
     """
-    if error is None:
-        registry.finish_run(run_id)
-        return
-    try:
-        registry.finish_run(run_id, failed=True, error=f"{type(error).__name__}: {error}")
-    except Exception as exc:  # whatever went wrong here, the flow's own error is the one to report
-        get_run_logger().warning("could not mark MLflow run %s FAILED (%s: %s); the flow's error follows", run_id,
-                                 type(exc).__name__, exc)
+    tracking.finish_tracking(run_id, error)

@@ -4,43 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
 from prefect import task
-from prefect.artifacts import create_table_artifact
-from prefect.logging import get_run_logger
 
-from tuneline.tasks.common import TRANSIENT_RETRIES
-from tuneline.registry import store as registry
-from tuneline.training.checkpoints import CheckpointOwner, checkpoint_key, claim
+from tuneline.tasks.common import TRANSIENT_RETRIES, publish
 from tuneline.config import TrainConfig
 from tuneline.data.splitting import SplitResult
-from tuneline.training.distributed import fine_tune_parallel, process_count
-from tuneline.settings import state_dir
-from tuneline.training.engine import TrainResult, cross_validate, fine_tune, mlflow_logger, plot_curves
-from tuneline.training.modeling import resolve_model_source
-
-
-def job_checkpoint_dir(splits: SplitResult, config: TrainConfig, task_type: str) -> Path:
-    """`<state>/checkpoints/<key of this training job>`: the same for a retry and for a re-run of the same job."""
-    return state_dir() / "checkpoints" / checkpoint_key(splits, config, task_type, resolve_model_source(config.base_model))
-
-
-def close_superseded_run(old_run_id: str, run_id: str) -> None:
-    """Mark the run whose checkpoints `run_id` took over KILLED when it still shows RUNNING (its process died
-    without closing it), with a tag naming its successor. A run that ended (FAILED after training) stays as it is."""
-    try:
-        old = registry.client().get_run(old_run_id)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        return  # deleted, or tracked on another server: nothing to close
-    if old.info.status == "RUNNING":  # with a Prefect server: no run on the state folder closed it (tuneline.runs)
-        registry.set_tags(old_run_id, {"superseded_by": run_id,
-                                       "error": f"its process stopped while training; run {run_id} resumed from its "
-                                                "checkpoints"})
-        registry.client().set_terminated(old_run_id, status="KILLED")
-    elif old.info.status == "KILLED":  # closed by this run's start, which named the stage it died in
-        registry.set_tags(old_run_id, {"superseded_by": run_id})
+from tuneline.training import stage
+from tuneline.training.engine import TrainResult
 
 
 @task(name="fine-tune", **TRANSIENT_RETRIES)
@@ -52,54 +22,12 @@ def fine_tune_model(splits: SplitResult, config: TrainConfig, task_type: str, wo
     from the latest one, and a re-run after a later stage failed takes the finished model. A run found still
     RUNNING there (its process was killed) is marked KILLED. The flow deletes the folder once the run succeeded.
     """
-    logger = get_run_logger()
-    checkpoint_dir = job_checkpoint_dir(splits, config, task_type)
-    previous: CheckpointOwner | None = claim(checkpoint_dir, run_id)
-    took_over = previous is not None and previous.run_id != run_id
-    if took_over:
-        close_superseded_run(previous.run_id, run_id)
-    processes = process_count(config)
-    if processes > 1:
-        result = fine_tune_parallel(splits, config, work_dir, processes, on_log=mlflow_logger(run_id), task=task_type,
-                                    checkpoint_dir=checkpoint_dir)
-    else:
-        result = fine_tune(splits, config, work_dir, on_log=mlflow_logger(run_id), task=task_type,
-                           checkpoint_dir=checkpoint_dir)
-    if result.resumed_from_step:
-        logger.info("resumed from step %d of %s%s", result.resumed_from_step, checkpoint_dir,
-                    f" (checkpoints of MLflow run {previous.run_id})" if took_over else "")
-    if result.oom_fallbacks:
-        logger.warning("CUDA ran out of memory %d time(s): trained with micro-batch %d x %d accumulation steps",
-                       result.oom_fallbacks, result.micro_batch, result.gradient_accumulation_steps)
-    registry.log_metrics(run_id, {
-        "train_seconds": result.seconds, "train_steps": result.steps, "mean_train_loss": result.train_loss,
-        "params_trainable": result.trainable_params, "params_total": result.total_params,
-        "params_trainable_share": result.trainable_params / max(1, result.total_params),
-        "oom_fallbacks": result.oom_fallbacks,
-        **{f"final_validation_{k}": v for k, v in result.validation_metrics.items()},
-    })
-    registry.set_tags(run_id, {"device": result.device, "precision": result.precision, "method": result.method,
-                               "processes": processes,
-                               "base_model_source": result.base_model_source,
-                               "train.micro_batch": result.micro_batch,
-                               "train.gradient_accumulation": result.gradient_accumulation_steps,
-                               "resumed_from_step": result.resumed_from_step or "",
-                               # whose checkpoints a re-run continued (the folder's last owner)
-                               "resumed_from_run": previous.run_id if took_over and result.resumed_from_step else "",
-                               "stopped_early": result.stopped_early})
-    registry.log_artifact(run_id, plot_curves(result.history, work_dir / "training_curves.png"), "training")
-    return result
+    return stage.fine_tune_model(splits, config, task_type, work_dir, run_id)
 
 
 @task(name="cross-validate", **TRANSIENT_RETRIES)
 def cross_validate_model(splits: SplitResult, config: TrainConfig, task_type: str, work_dir: Path, run_id: str) -> dict:
     """k-fold cross-validation on train + validation: the spread says how much one split's number can be trusted."""
-    outcome = cross_validate(splits, config, work_dir / "cv", task_type, config.cv_folds)
-    metric = outcome.metric
-    registry.log_metrics(run_id, {f"cv_{metric}_mean": outcome.mean, f"cv_{metric}_std": outcome.std})
-    for fold, value in enumerate(outcome.folds):
-        registry.log_metrics(run_id, {f"cv_{metric}": value}, step=fold)
-    rows = [{"fold": i + 1, metric: round(v, 4)} for i, v in enumerate(outcome.folds)]
-    rows.append({"fold": "mean ± std", metric: f"{outcome.mean:.4f} ± {outcome.std:.4f}"})
-    create_table_artifact(rows, key="cross-validation", description=f"{len(outcome.folds)}-fold validation {metric}")
-    return {"metric": metric, "mean": outcome.mean, "std": outcome.std, "folds": list(outcome.folds)}
+    outcome, table = stage.cross_validate_model(splits, config, task_type, work_dir, run_id)
+    publish(table)
+    return outcome

@@ -71,3 +71,20 @@ def test_python_dash_m_tuneline_is_the_cli(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "tuneline", "retrain", "train.epoch=1"], capture_output=True,
                              text=True, cwd=tmp_path)
     assert refused.returncode == 1 and "train.epoch" in refused.stderr
+
+
+def test_serve_and_predict_flags_are_their_settings_fields():
+    """One source for every setting: each field of ServeSettings and PredictSettings is a flag, with its default."""
+    import inspect
+
+    from tuneline.cli import predict, serve
+    from tuneline.serving.settings import PredictSettings, ServeSettings
+
+    for command, settings in ((serve, ServeSettings), (predict, PredictSettings)):
+        options = {name: p for name, p in inspect.signature(command).parameters.items() if p.kind == p.KEYWORD_ONLY}
+        assert set(options) == set(settings.model_fields), command.__name__
+        for name, field in settings.model_fields.items():
+            if not field.is_required():
+                assert options[name].default == field.default, (command.__name__, name)
+    shown = runner.invoke(app, ["predict", "--help"], terminal_width=200).output
+    assert "--chunk-rows" in shown and "Rows read and scored together" in shown and "1024" in shown

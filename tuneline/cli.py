@@ -160,6 +160,20 @@ def _serve_command() -> None:
 _serve_command()
 
 
+def _predict_command() -> None:
+    from tuneline.serving.settings import PredictSettings
+
+    files = [
+        inspect.Parameter("input_path", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[Path, typer.Argument(
+            metavar="INPUT", help="A .csv, .tsv, .jsonl or .parquet file, or a folder saved by datasets' save_to_disk.")]),
+        inspect.Parameter("output_path", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[Path, typer.Argument(
+            metavar="OUTPUT", help="Where to write the input's columns plus the predictions; its suffix (.csv, .tsv, "
+            ".jsonl, .parquet) picks the format. Written to a temporary file beside it, renamed at the end.")]),
+    ]
+    predict.__signature__ = inspect.Signature(files + _options_from(PredictSettings, {"model_uri": "--model"}))
+    app.command()(predict)
+
+
 @app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
@@ -327,25 +341,7 @@ def land(
                    "nothing announced (--force announces it again)")
 
 
-@app.command()
-def predict(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help=(
-        "A .csv, .tsv, .jsonl or .parquet file, or a folder saved by datasets' save_to_disk."))],
-    output_path: Annotated[Path, typer.Argument(metavar="OUTPUT", help=(
-        "Where to write the input's columns plus the predictions; its suffix (.csv, .tsv, .jsonl, .parquet) "
-        "picks the format. Written to a temporary file beside it, renamed at the end."))],
-    model: Annotated[str, typer.Option(help="models:/NAME@alias or models:/NAME/VERSION.")],
-    text_column: Annotated[str, typer.Option(help="The column of texts to score.")] = "text",
-    chunk_rows: Annotated[int, typer.Option(help="Rows read and scored together (one model call).")] = 1024,
-    runner: Annotated[str, typer.Option(help="local (this process), dask or ray (an existing cluster at --address).")]
-        = "local",
-    address: Annotated[Optional[str], typer.Option(help=(
-        "The cluster: a Dask scheduler (tcp://host:8786) or a Ray address (ray://host:10001). Its workers read "
-        "the registry through their own MLFLOW_TRACKING_URI / TUNELINE_HOME."))] = None,
-    output_prefix: Annotated[str, typer.Option(help=(
-        "Put before the output columns' names (label, score / value / generated), e.g. predicted_; needed when "
-        "INPUT already has such a column."))] = "",
-) -> None:
+def predict(input_path: Path, output_path: Path, **values) -> None:
     """Score a file with the exported ONNX model `tuneline serve` runs, in chunks, with a progress bar."""
     import os
     import signal
@@ -370,10 +366,13 @@ def predict(
     try:
         with _plain_errors():
             from tuneline.serving.batch import predict_file
+            from tuneline.serving.settings import PredictSettings
 
             try:
-                report = predict_file(model, input_path, output_path, text_column, chunk_rows, runner, address,
-                                      output_prefix, progress=show)
+                settings = PredictSettings(**values)
+                report = predict_file(settings.model_uri, input_path, output_path, settings.text_column,
+                                      settings.chunk_rows, settings.runner, settings.address, settings.output_prefix,
+                                      progress=show)
             finally:
                 bar.stop()
     finally:
@@ -381,6 +380,9 @@ def predict(
     rows, chunks = (f"{n} {word}{'s' * (n != 1)}" for n, word in ((report.rows, "row"), (report.chunks, "chunk")))
     typer.echo(f"scored {rows} in {chunks} with {report.model} version {report.version} in {report.seconds:.1f} s: "
                f"{report.output}")
+
+
+_predict_command()
 
 
 if __name__ == "__main__":

@@ -128,15 +128,15 @@ def test_a_registration_rides_out_an_mlflow_restart_after_the_upload(prefect_har
 @pytest.mark.slow
 def test_an_mlflow_server_that_stays_down_fails_the_run_clearly_and_keeps_its_files(
         prefect_harness, state, server, tiny_bert, reviews, monkeypatch):
-    import tuneline.tasks.register
+    import tuneline.registry.registration
 
-    render_card = tuneline.tasks.register.render_model_card
+    render_card = tuneline.registry.registration.render_model_card
 
     def server_dies_first(**kwargs):  # the register stage starts: everything trained is on disk
         server.stop()
         return render_card(**kwargs)
 
-    monkeypatch.setattr(tuneline.tasks.register, "render_model_card", server_dies_first)
+    monkeypatch.setattr(tuneline.registry.registration, "render_model_card", server_dies_first)
     uri = f"http://127.0.0.1:{server.port}"
     from tuneline.flows.retrain import retrain
 

@@ -72,6 +72,7 @@ def test_land_ingest_and_the_lineage_hash_a_file_alike(prefect_harness, state, s
     """One hash per data file: the run's data.hash, the ingest cache key and what `tuneline land` announces."""
     import tuneline.tasks.ingest as ingest
     from tuneline.data.loading import file_hash
+    from tuneline.data.stages import ingest_key
 
     config = load_config(overrides=["task=regression", f"data.path={scores_csv}", "data.text_column=review",
                                     "data.label_column=stars"])
@@ -79,7 +80,7 @@ def test_land_ingest_and_the_lineage_hash_a_file_alike(prefect_harness, state, s
     data_stages(config, run_id)
     recorded = registry.client().get_run(run_id).data.tags["data.hash"]
     assert recorded == file_hash(scores_csv) == hashlib.sha256(scores_csv.read_bytes()).hexdigest()
-    assert ingest._ingest_key({"config": config.data, "task": "regression"}).startswith(f"{recorded}|")
+    assert ingest_key({"config": config.data, "task": "regression"}).startswith(f"{recorded}|")
     # land: no server here, so the last announcement is said to be this content (nothing is sent either way).
     monkeypatch.setattr(ingest, "answering_prefect_api", lambda url: None)
     monkeypatch.setattr(ingest, "last_landed_sha256", lambda model: recorded)

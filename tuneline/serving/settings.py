@@ -77,6 +77,25 @@ class ServeSettings(BaseModel):
         return match["name"], match["alias"] or match["version"]
 
 
+
+class PredictSettings(BaseModel):
+    """`tuneline predict`'s options (the CLI's flags are these fields); `predict_file` checks the values and names
+    the flag of a bad one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_uri: str = Field(description="models:/NAME@alias or models:/NAME/VERSION.")
+    text_column: str = Field("text", description="The column of texts to score.")
+    chunk_rows: int = Field(1024, description="Rows read and scored together (one model call).")
+    runner: str = Field("local", description="local (this process), dask or ray (an existing cluster at --address).")
+    address: str | None = Field(None, description=(
+        "The cluster: a Dask scheduler (tcp://host:8786) or a Ray address (ray://host:10001). Its workers read the "
+        "registry through their own MLFLOW_TRACKING_URI / TUNELINE_HOME."))
+    output_prefix: str = Field("", description=(
+        "Put before the output columns' names (label, score / value / generated), e.g. predicted_; needed when "
+        "INPUT already has such a column."))
+
+
 def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """Cores this process may use: its CPU affinity (a cpuset, `taskset`), capped by a cgroup v2 CPU quota (a
     container's CPU limit), not the host's count."""

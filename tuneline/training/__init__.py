@@ -1,5 +1,6 @@
 """Training: a base model per task type with its peft method (`modeling`), the Trainer run with resumable checkpoints
-(`engine`, `checkpoints`) and multi-process launches (`distributed`).
+(`engine`, `checkpoints`), multi-process launches (`distributed`) and what the training tasks call (`stage`).
 
-Imports `tuneline.data` (the splits it trains on) and, for the MLflow metric logger, `tuneline.registry`; never Prefect.
+Imports `tuneline.data`, `tuneline.kinds` and, for the MLflow metric logger and the stage's records,
+`tuneline.registry`; never Prefect.
 """
