@@ -169,7 +169,7 @@ def test_the_readme_shows_the_api():
     assert "tuneline.load_config(" in block and "tuneline.load_model(" in block
 
 
-@pytest.mark.slow  # MiniLM with LoRA, 30 steps, every stage: about three minutes on 2 cores
+@pytest.mark.slow  # MiniLM with LoRA, 30 steps, every stage: 80 s on 2 cores
 def test_the_readme_python_example_runs_verbatim(tmp_path):
     [block] = [b for b in readme_python_blocks() if "tuneline.retrain(" in b]
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "TUNELINE_"))}
