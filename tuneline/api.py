@@ -64,12 +64,13 @@ def retrain(config: RetrainConfig | None = None) -> RetrainResult:
     """Run the retrain flow (ingest, validate, clean, split, fine-tune, evaluate, export, register, gate) on
     `config` (default: `load_config()`, the embedded default) and return the registered version."""
     from tuneline.data.loading import existing_data_path
+    # Prefect sets up its console logging when imported: before flow_run adds the run's log file, or the console
+    # shows none of the run's lines (tuneline.runs.captured_logs).
+    from tuneline.flows.retrain import retrain as retrain_flow
 
     config = config if config is not None else load_config()
     with flow_run("retrain"):
-        existing_data_path(config.data.path)  # a missing file is named at once, not after Prefect has started
-        from tuneline.flows.retrain import retrain as retrain_flow  # imports Prefect: only when a flow runs
-
+        existing_data_path(config.data.path)  # a missing file is named at once, before Prefect's server starts
         summary = retrain_flow(config=config)
     return RetrainResult(model_uri=f"models:/{summary.model_name}/{summary.version}", name=summary.model_name,
                          version=summary.version, alias=summary.alias, metrics=dict(summary.torch_metrics),

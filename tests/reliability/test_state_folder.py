@@ -240,6 +240,8 @@ def test_a_typed_error_prints_its_message_and_the_log_not_a_traceback(tmp_path):
     assert at < 0, f"a traceback reached the terminal:\n{output[max(0, at - 2000):at + 3000]}"
     # Our line names the failed expectation; the error's type and traceback are in the log (below), not the terminal.
     assert "expect_label_classes_to_be_at_least" in done.stderr
+    # The run's progress (Prefect's task and flow lines) reaches the terminal too, not only the log file.
+    assert "Finished in state Completed()" in done.stderr and "Flow run" in done.stderr
     lines = done.stderr.splitlines()  # Prefect's own "Stopping temporary server" may follow, at exit
     [last] = [line for line in lines if line.startswith("(the full log, with tracebacks: ")]
     assert lines.index(last) > next(i for i, line in enumerate(lines) if line.startswith("error: ")) and \
