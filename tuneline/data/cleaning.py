@@ -59,7 +59,7 @@ def clean_dataset(frame: pd.DataFrame, task: str = "classification", pii: str = 
     changed = int((cleaned["text"] != frame["text"]).sum())
     masked, shown = 0, frame
     if pii == "mask":
-        columns = ["text", "label"] if kind(task).generative else ["text"]
+        columns = kind(task).checked_for_pii
         touched = pd.Series(False, index=frame.index)
         for column in columns:
             before = cleaned[column]

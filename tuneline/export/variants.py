@@ -111,7 +111,7 @@ def onnx_runner(path: Path, tokenizer_dir: Path, max_length: int) -> Callable[[l
 def score(task: str, outputs, targets: list, labels: tuple[str, ...], lowercase: bool = False) -> dict[str, float]:
     """The task's test metrics from raw model outputs (logits; generated texts for generative tasks)."""
     from tuneline.evaluation.metrics import classification_report, generation_report, regression_report
-    from tuneline.runtime.classifier import softmax
+    from tuneline.kinds.classification import softmax
 
     if kind(task).generative:
         report = generation_report(list(targets), list(outputs), lowercase)

@@ -54,11 +54,6 @@ class Kind:
         return self.target == "number"
 
     @property
-    def export(self) -> Literal["encoder", "generative"]:
-        """`encoder`: one ONNX graph from text to logits; `generative`: graphs with past key values and a decoder loop."""
-        return "generative" if self.generative else "encoder"
-
-    @property
     def encoder_decoder(self) -> bool:
         """An encoder reads the input and a decoder writes the target (seq2seq); else one decoder continues the prompt."""
         return self.model == "seq2seq"

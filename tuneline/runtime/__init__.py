@@ -2,5 +2,5 @@
 and regression), `generator` (seq2seq, causal LM, with past key values) and `pyfunc`, the MLflow model of a registered
 version.
 
-Imports only `tuneline.config`; never torch, transformers or Prefect (serving and `tuneline.load_model` run on it).
+Imports only `tuneline.config` and `tuneline.kinds`; never torch, transformers or Prefect (serving and `tuneline.load_model` run on it).
 """

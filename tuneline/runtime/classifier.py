@@ -10,11 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+from tuneline.kinds.classification import softmax
 
 
 class OnnxClassifier:
@@ -74,19 +70,19 @@ class OnnxClassifier:
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(["logits"], inputs)[0]
 
+    def batch_logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Raw logits, one row per text, computed `batch_size` texts at a time."""
+        texts = list(texts)
+        parts = [self.logits(self.encode(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
+
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities, one row per text, columns in `self.labels` order."""
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        parts = [softmax(self.logits(self.encode(texts[i : i + batch_size]))) for i in range(0, len(texts), batch_size)]
-        return np.concatenate(parts)
+        return softmax(self.batch_logits(texts, batch_size))
 
     def predict_values(self, texts: list[str], batch_size: int = 64) -> list[float]:
         """A regression model's prediction for each text (its single output)."""
-        texts = list(texts)
-        parts = [self.logits(self.encode(texts[i : i + batch_size]))[:, 0] for i in range(0, len(texts), batch_size)]
-        return [float(v) for v in np.concatenate(parts)] if parts else []
+        return [float(v) for v in self.batch_logits(texts, batch_size)[:, 0]]
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:
         """`(label, probability)` of the most likely class for each text."""

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 from tuneline.kinds import kind
@@ -36,10 +35,9 @@ class OnnxClassifierModel(mlflow.pyfunc.PythonModel):
         texts = list(model_input["text"]) if isinstance(model_input, pd.DataFrame) else list(model_input)
         if kind(self.task).generative:
             return pd.DataFrame({"generated": self.generator.generate([str(t) for t in texts], self.decoding)})
-        what, texts = kind(self.task), [str(t) for t in texts]
-        logits = [self.classifier.logits(self.classifier.encode(texts[i : i + 64])) for i in range(0, len(texts), 64)]
-        answers = what.answers(what.scores(np.concatenate(logits)), self.classifier.labels) if logits else []
-        return pd.DataFrame(answers, columns=[name for name, _ in what.outputs])
+        what = kind(self.task)
+        scores = what.scores(self.classifier.batch_logits([str(t) for t in texts]))
+        return pd.DataFrame(what.answers(scores, self.classifier.labels), columns=[name for name, _ in what.outputs])
 
 
 mlflow.models.set_model(OnnxClassifierModel())

@@ -233,7 +233,7 @@ def _text_check_expectations(frame: pd.DataFrame, task: str, checks: TextChecksC
             column="token_count", max_value=max_length, mostly=1.0 - checks.max_truncated_share,
             meta={TEXT_CHECK_NOTE: f"tokens of the {what} vs train.max_length {max_length}: longer rows are truncated",
                   SETTING_META: settings.named("data.checks.max_truncated_share", "train.max_length")}))
-    pii_columns = ["text", "label"] if kind(task).generative else ["text"]
+    pii_columns = list(kind(task).checked_for_pii)
     frame = frame.assign(pii_found=pii_column(frame, pii_columns, checks.pii_kinds))
     expectations.append(gx.expectations.ExpectColumnValuesToBeInSet(
         column="pii_found", value_set=[""], mostly=1.0 if checks.pii == "fail" else 0.0,
